@@ -14,7 +14,10 @@ pub struct AssemblerConfig {
 
 impl Default for AssemblerConfig {
     fn default() -> Self {
-        AssemblerConfig { partial_line_delay: Duration::from_millis(50), max_event_bytes: 16 * 1024 }
+        AssemblerConfig {
+            partial_line_delay: Duration::from_millis(50),
+            max_event_bytes: 16 * 1024,
+        }
     }
 }
 

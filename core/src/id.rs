@@ -171,7 +171,9 @@ mod tests {
             let id = JobId::from_random(seed);
             let text = id.to_string();
             assert_eq!(text.len(), 22);
-            assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             assert_eq!(JobId::parse(&text), Some(id));
         }
     }

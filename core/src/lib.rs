@@ -6,9 +6,13 @@
 
 pub mod archive;
 pub mod assembler;
-pub mod id;
-pub mod json;
-pub mod sse;
 pub mod event;
+pub mod fuzzing;
+pub mod id;
+pub mod job;
+pub mod json;
+pub mod log;
+pub mod sse;
+pub mod subscriber;
 
 pub use id::{Cursor, EventId, JobId};

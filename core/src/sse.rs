@@ -75,7 +75,12 @@ impl<'a> IdValue<'a> {
 /// Writes one event: optional `id:`, optional `event:`, one `data:` line per line of
 /// `data` (split on CRLF, LF, CR; empty data still writes one `data:` line so the
 /// event fires), then the blank line.
-pub fn encode_event(id: Option<IdValue<'_>>, event: Option<EventType<'_>>, data: &str, buf: &mut Vec<u8>) {
+pub fn encode_event(
+    id: Option<IdValue<'_>>,
+    event: Option<EventType<'_>>,
+    data: &str,
+    buf: &mut Vec<u8>,
+) {
     let _ = (id, event, data, buf);
     todo!()
 }

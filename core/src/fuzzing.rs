@@ -1,0 +1,180 @@
+//! Drivers for tests and fuzzing: a scenario simulator ([`Sim`]) that holds one
+//! job, its fake archive and subscribers, and moves simulated time to the next
+//! deadline as a runtime would sleep; plus the fuzz entry points of every module.
+//!
+//! Nothing here is used by the runtimes.
+
+use crate::event::{ExitStatus, Stream};
+use crate::job::{Action, Job, JobSettings, Signal};
+use crate::log::Persistence;
+use crate::subscriber::{Next, Refusal, StreamSettings, SubscribeParams, Subscriber};
+use crate::JobId;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// 2026-11-22T10:00:00.000Z, the start time in SPEC.md's example.
+pub fn wall0() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_795_341_600)
+}
+
+/// `n` milliseconds.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// One job, its fake archive file, and what it asked of the runtime.
+pub struct Sim {
+    /// Simulated start time.
+    pub t0: Instant,
+    /// Simulated now.
+    pub now: Instant,
+    /// The job under test.
+    pub job: Job,
+    /// The archive file's bytes.
+    pub archive: Vec<u8>,
+    /// Signals sent to the process group, in order.
+    pub signals: Vec<Signal>,
+    /// Whether the job said to stop reading its pipes.
+    pub stopped_reading: bool,
+    /// Whether the job said it is finished.
+    pub finished: bool,
+    /// How many times metadata was saved.
+    pub meta_saves: usize,
+    /// How many syncs were asked.
+    pub syncs: usize,
+}
+
+impl Sim {
+    /// A job about to spawn, at simulated time `t0`.
+    pub fn new(settings: JobSettings, t0: Instant) -> Sim {
+        let job = Job::new(
+            JobId::from_random(*b"spout-sim-job-id"),
+            "build".into(),
+            vec!["make".into(), "-j2".into()],
+            settings,
+            wall0(),
+        );
+        Sim {
+            t0,
+            now: t0,
+            job,
+            archive: Vec::new(),
+            signals: Vec::new(),
+            stopped_reading: false,
+            finished: false,
+            meta_saves: 0,
+            syncs: 0,
+        }
+    }
+
+    /// A memory-only job with a window of `window_bytes`.
+    pub fn memory(window_bytes: usize, t0: Instant) -> Sim {
+        Sim::new(
+            JobSettings {
+                persistence: Persistence::Memory,
+                window_bytes,
+                ..JobSettings::default()
+            },
+            t0,
+        )
+    }
+
+    /// The simulated wall clock.
+    pub fn wall(&self) -> SystemTime {
+        wall0() + (self.now - self.t0)
+    }
+
+    /// Drains every action, as a runtime would.
+    pub fn drive(&mut self) {
+        while let Some(action) = self.job.poll_action() {
+            match action {
+                Action::Persist { records, upto } => {
+                    self.archive.extend_from_slice(&records);
+                    self.job.handle_persisted(upto, self.now);
+                }
+                Action::Signal(s) => self.signals.push(s),
+                Action::StopReading => self.stopped_reading = true,
+                Action::SaveMeta => self.meta_saves += 1,
+                Action::Sync => self.syncs += 1,
+                Action::Finished => self.finished = true,
+            }
+        }
+    }
+
+    /// The process spawned (pid 4242).
+    pub fn spawn(&mut self) {
+        let wall = self.wall();
+        self.job.handle_spawned(4242, self.now, wall);
+        self.drive();
+    }
+
+    /// The process wrote `bytes`.
+    pub fn out(&mut self, stream: Stream, bytes: &[u8]) {
+        let _ = self.job.handle_output(stream, bytes, self.now);
+        self.drive();
+    }
+
+    /// Moves time forward by `d`, firing each deadline on the way.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        let mut guard = 0;
+        while let Some(t) = self.job.poll_timeout() {
+            if t > end {
+                break;
+            }
+            assert!(guard < 10_000, "deadline does not move forward");
+            guard += 1;
+            self.now = self.now.max(t);
+            self.job.handle_timeout(self.now);
+            self.drive();
+        }
+        self.now = end;
+        self.job.handle_timeout(self.now);
+        self.drive();
+    }
+
+    /// Both pipes closed and the process ended.
+    pub fn exit(&mut self, code: Option<i32>, signal: Option<i32>) {
+        self.job.handle_eof(Stream::Stdout, self.now);
+        self.job.handle_eof(Stream::Stderr, self.now);
+        self.job.handle_exit(ExitStatus { code, signal }, self.now);
+        self.drive();
+    }
+
+    /// A new subscription with default settings and no jitter.
+    ///
+    /// # Errors
+    /// The subscription's [`Refusal`].
+    pub fn subscribe(&self, params: SubscribeParams<'_>) -> Result<Subscriber, Refusal> {
+        let settings = StreamSettings {
+            retry_ms: 2000,
+            heartbeat: Duration::from_secs(15),
+            heartbeat_event: false,
+        };
+        // jitter 20 of 0..=40 means no jitter: retry stays 2000.
+        Subscriber::open(self.job.log(), &params, &settings, 20, self.now)
+    }
+
+    /// Everything a subscriber can write now, until it must wait or the stream ends.
+    pub fn read(&self, sub: &mut Subscriber) -> (String, Next) {
+        let mut buf = Vec::new();
+        loop {
+            match sub.poll_transmit(self.job.log(), self.now, &mut buf) {
+                Next::Wrote => continue,
+                Next::ReadArchive { offset, first, len } => {
+                    let start = usize::try_from(offset)
+                        .unwrap_or(usize::MAX)
+                        .min(self.archive.len());
+                    let end = (start + len).min(self.archive.len());
+                    sub.handle_archive(
+                        self.job.log(),
+                        offset,
+                        first,
+                        &self.archive[start..end],
+                        &mut buf,
+                    );
+                }
+                other => return (String::from_utf8_lossy(&buf).into_owned(), other),
+            }
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! A subscriber: one SSE connection's cursor into a job's [`Log`] — never a queue.
+//!
+//! Rules:
+//! 1. [`Subscriber::open`] decides the answer to a new subscription: a stream from
+//!    the right id, `204` (the client already has the final event), or `400`
+//!    (malformed `Last-Event-ID` or `tail`, or an id beyond the job's last).
+//! 2. The first bytes are `retry: <ms>` with a per-connection jitter of ±20 %.
+//! 3. Then events in id order, each exactly once, as many whole events per call as
+//!    fit a budget. Ids that left the memory window come from the archive
+//!    ([`Next::ReadArchive`]) or, with no archive, are named by a `gap` event.
+//! 4. After `heartbeat` of silence, a `:` comment (or an id-less `heartbeat` event).
+//! 5. After the `exit` event, [`Next::End`]: the runtime ends the response.
+//!
+//! A subscriber holds a few words; a slow one costs nothing but its socket.
+
+use crate::archive;
+use crate::event::{self, HeartbeatData};
+use crate::id::{Cursor, EventId};
+use crate::log::{Log, Persistence};
+use crate::sse;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Most bytes one [`Subscriber::poll_transmit`] call writes (but always at least
+/// one whole event).
+pub const TRANSMIT_BUDGET: usize = 64 * 1024;
+
+/// The first archive read size; it grows when one record is larger.
+pub const ARCHIVE_READ_BYTES: usize = 256 * 1024;
+
+/// Per-server stream settings (from the config's `sse` section).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// The reconnection delay announced in `retry:`, before jitter.
+    pub retry_ms: u64,
+    /// Silence after which a heartbeat is written.
+    pub heartbeat: Duration,
+    /// Heartbeats as `event: heartbeat` rather than a comment, by default.
+    pub heartbeat_event: bool,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            retry_ms: 2000,
+            heartbeat: Duration::from_secs(15),
+            heartbeat_event: false,
+        }
+    }
+}
+
+/// What the client asked for (already picked from header or query by the HTTP layer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscribeParams<'a> {
+    /// The `Last-Event-ID` (header, else `last_event_id`/`lastEventId` query).
+    pub last_event_id: Option<&'a str>,
+    /// The `tail` query parameter.
+    pub tail: Option<&'a str>,
+    /// `?heartbeat=event` (true) or `?heartbeat=comment` (false); `None`: the default.
+    pub heartbeat_event: Option<bool>,
+}
+
+/// Why a subscription gets no stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// `204 No Content`: the client already has the final event.
+    NoContent,
+    /// `400 Bad Request`, with what is wrong.
+    BadRequest(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NoContent => f.write_str("the client already has the final event"),
+            Refusal::BadRequest(m) => f.write_str(m),
+        }
+    }
+}
+
+/// What a runtime does next for a subscriber.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Bytes were appended to the buffer: write them, then poll again.
+    Wrote,
+    /// Nothing to write: wait until the job appends or until the deadline.
+    Wait(Option<Instant>),
+    /// Read up to `len` bytes of the job's archive at `offset` (where the record of
+    /// event `first` starts) and pass them to [`Subscriber::handle_archive`].
+    ReadArchive {
+        /// Byte offset of a record start.
+        offset: u64,
+        /// The id of the record at `offset`.
+        first: EventId,
+        /// How many bytes to read (fewer at the end of the file is fine).
+        len: usize,
+    },
+    /// The stream is complete: end the response.
+    End,
+}
+
+/// One connection's cursor into a job log. See the module docs for its rules.
+#[derive(Clone, Debug)]
+pub struct Subscriber {
+    /// The next id to send.
+    next: u64,
+    /// The `retry:` value still to write first.
+    preamble: Option<u64>,
+    /// `?tail`: send the pinned `start`, then a gap up to this id.
+    tail_gap_to: Option<u64>,
+    last_write: Instant,
+    heartbeat: Duration,
+    heartbeat_event: bool,
+    /// Where the next archive read continues: (offset, id of the record there).
+    archive_at: Option<(u64, u64)>,
+    archive_len: usize,
+    ended: bool,
+}
+
+impl Subscriber {
+    /// Decides the answer to a new subscription on `log` at `now`. `jitter` is
+    /// randomness from the runtime, for the `retry:` value.
+    ///
+    /// # Errors
+    /// [`Refusal::NoContent`] when the client already has the final event;
+    /// [`Refusal::BadRequest`] for a malformed `Last-Event-ID` or `tail`, or an id
+    /// beyond the job's last.
+    pub fn open(
+        log: &Log,
+        params: &SubscribeParams<'_>,
+        settings: &StreamSettings,
+        jitter: u32,
+        now: Instant,
+    ) -> Result<Subscriber, Refusal> {
+        let retry = settings
+            .retry_ms
+            .saturating_mul(80 + u64::from(jitter % 41))
+            / 100;
+        let last = log.last_visible();
+        let mut sub = Subscriber {
+            next: 1,
+            preamble: Some(retry),
+            tail_gap_to: None,
+            last_write: now,
+            heartbeat: settings.heartbeat,
+            heartbeat_event: params.heartbeat_event.unwrap_or(settings.heartbeat_event),
+            archive_at: None,
+            archive_len: ARCHIVE_READ_BYTES,
+            ended: false,
+        };
+        if let Some(text) = params.last_event_id {
+            let cursor = Cursor::parse(text).map_err(|e| {
+                Refusal::BadRequest(format!("malformed Last-Event-ID {text:?}: {e}"))
+            })?;
+            if cursor.0 > last {
+                return Err(Refusal::BadRequest(format!(
+                    "Last-Event-ID {} is beyond this job's last event id {last}",
+                    cursor.0
+                )));
+            }
+            if log.is_complete() && cursor.0 == last {
+                return Err(Refusal::NoContent);
+            }
+            sub.next = cursor.0 + 1;
+        } else if let Some(text) = params.tail {
+            let n = Cursor::parse(text)
+                .map_err(|e| Refusal::BadRequest(format!("malformed tail {text:?}: {e}")))?
+                .0;
+            let from = log.tail_start(n);
+            if last >= 1 && from > 2 {
+                sub.tail_gap_to = Some(from - 1);
+                sub.next = from;
+            }
+        }
+        Ok(sub)
+    }
+
+    /// The next id this subscriber will send.
+    #[must_use]
+    pub fn next_id(&self) -> u64 {
+        self.next
+    }
+
+    /// Appends the next bytes to send to `buf` (whole events, up to
+    /// [`TRANSMIT_BUDGET`]) and says what to do next.
+    pub fn poll_transmit(&mut self, log: &Log, now: Instant, buf: &mut Vec<u8>) -> Next {
+        if self.ended {
+            return Next::End;
+        }
+        let start_len = buf.len();
+        if let Some(ms) = self.preamble.take() {
+            sse::encode_retry(ms, buf);
+        }
+        if let Some(to) = self.tail_gap_to.take() {
+            if let Some(start) = log.get(1) {
+                buf.extend_from_slice(start);
+            }
+            event::encode_gap(
+                EventId::FIRST.next(),
+                EventId::new(to).unwrap_or(EventId::FIRST),
+                buf,
+            );
+        }
+        while buf.len() - start_len < TRANSMIT_BUDGET && self.next <= log.last_visible() {
+            if let Some(wire) = log.get(self.next) {
+                buf.extend_from_slice(wire);
+                self.next += 1;
+                continue;
+            }
+            // `next` has left the memory window.
+            match log.persistence() {
+                Persistence::Archive => {
+                    if buf.len() > start_len {
+                        break; // send what we have; the archive read comes next call
+                    }
+                    let (offset, first) = match self.archive_at {
+                        Some((off, id)) if id <= self.next => (off, id),
+                        _ => match log.archive_position(self.next) {
+                            Some((off, id)) => (off, id.get()),
+                            None => break,
+                        },
+                    };
+                    // invariant: archive ids are >= 1.
+                    let first = EventId::new(first).expect("archive ids start at 1");
+                    return Next::ReadArchive {
+                        offset,
+                        first,
+                        len: self.archive_len,
+                    };
+                }
+                Persistence::Memory => {
+                    let to = log.window_first() - 1;
+                    self.write_gap(self.next, to, buf);
+                }
+            }
+        }
+        if buf.len() > start_len {
+            self.last_write = now;
+            return Next::Wrote;
+        }
+        if log.exit_id().is_some_and(|id| self.next > id) {
+            self.ended = true;
+            return Next::End;
+        }
+        let due = self.last_write + self.heartbeat;
+        if now >= due {
+            if self.heartbeat_event {
+                let (stdout_bytes, stderr_bytes) = log.byte_counts();
+                let data = HeartbeatData {
+                    last_id: log.last_visible(),
+                    stdout_bytes,
+                    stderr_bytes,
+                };
+                event::encode_heartbeat(&data, buf);
+            } else {
+                sse::encode_comment("", buf);
+            }
+            self.last_write = now;
+            return Next::Wrote;
+        }
+        Next::Wait(Some(due))
+    }
+
+    /// Takes bytes the runtime read from the archive for a [`Next::ReadArchive`]
+    /// (`offset` and `first` as it asked) and appends the events this subscriber
+    /// still needs to `buf`. Where the archive cannot supply them (damaged or
+    /// short), a `gap` names the ids lost: never a silent loss.
+    pub fn handle_archive(
+        &mut self,
+        log: &Log,
+        offset: u64,
+        first: EventId,
+        bytes: &[u8],
+        buf: &mut Vec<u8>,
+    ) {
+        let scan = archive::scan(bytes, first);
+        let (mut pos, mut pos_id) = (offset, first.get());
+        let before = self.next;
+        for record in &scan.records {
+            if buf.len() >= TRANSMIT_BUDGET {
+                break;
+            }
+            pos += (archive::RECORD_HEADER_LEN + record.wire.len()) as u64;
+            pos_id = record.id.get() + 1;
+            if record.id.get() == self.next {
+                buf.extend_from_slice(record.wire);
+                self.next += 1;
+            }
+        }
+        self.archive_at = (pos_id > first.get()).then_some((pos, pos_id));
+        if self.next > before {
+            self.archive_len = ARCHIVE_READ_BYTES;
+            return;
+        }
+        let short = bytes.len() >= self.archive_len && scan.records.is_empty();
+        if short && self.archive_len < 64 << 20 {
+            // One record is larger than the read: ask for more next time.
+            self.archive_len *= 2;
+            return;
+        }
+        // The archive cannot give `next`: say what is lost, up to the window.
+        self.archive_at = None;
+        let to = log.window_first().saturating_sub(1).max(self.next);
+        self.write_gap(self.next, to.min(log.last_visible()), buf);
+    }
+
+    fn write_gap(&mut self, from: u64, to: u64, buf: &mut Vec<u8>) {
+        if let (Some(from_id), Some(to_id)) = (EventId::new(from), EventId::new(to)) {
+            if to >= from {
+                event::encode_gap(from_id, to_id, buf);
+                self.next = to + 1;
+            }
+        }
+    }
+}
