@@ -178,3 +178,113 @@ impl Sim {
         }
     }
 }
+
+/// Checks one subscriber's transcript so far: ids follow on from `expect` with no
+/// repeat and no hole, where a `gap` may stand for ids (only where `gaps_ok`).
+/// Returns the next expected id.
+fn check_transcript(wire: &str, mut expect: u64, gaps_ok: bool) -> u64 {
+    let mut decoder = crate::sse::Decoder::new();
+    decoder.feed(wire.as_bytes());
+    while let Some(item) = decoder.poll() {
+        let crate::sse::Item::Event(ev) = item else { continue };
+        if ev.event_type == "heartbeat" {
+            continue;
+        }
+        let id: u64 = ev.last_event_id.parse().expect("every log event has a numeric id");
+        if ev.event_type == "gap" {
+            assert!(gaps_ok, "gap where none may be: {wire}");
+            let v: serde_json::Value = serde_json::from_str(&ev.data).expect("gap data is JSON");
+            assert_eq!(v["from"].as_u64(), Some(expect), "gap starts at the cursor");
+            assert_eq!(v["to"].as_u64(), Some(id), "gap carries id = to");
+            assert!(id >= expect);
+        } else {
+            assert_eq!(id, expect, "ids in order, once: {wire}");
+        }
+        expect = id + 1;
+    }
+    expect
+}
+
+/// Fuzz entry: any sequence of output, time, subscriptions (from any
+/// `Last-Event-ID` or `tail`), reads and window evictions yields, for every
+/// subscriber, each id at most once and in order, every missing id covered by a
+/// `gap` (memory mode, or what `tail` skips) or by an archive read, and the stream
+/// ends after `exit`. `t0` is any instant (simulated time starts there).
+pub fn fuzz_log_ops(data: &[u8], t0: Instant) {
+    use crate::assembler::AssemblerConfig;
+    let Some((&mode, ops)) = data.split_first() else { return };
+    let persistence = if mode & 1 == 0 { Persistence::Archive } else { Persistence::Memory };
+    let settings = JobSettings {
+        persistence,
+        window_bytes: 64 + usize::from(mode >> 1) * 8,
+        assembler: AssemblerConfig { partial_line_delay: ms(50), max_event_bytes: 64 },
+        ..JobSettings::default()
+    };
+    let mut sim = Sim::new(settings, t0);
+    sim.spawn();
+    // (subscriber, next expected id, gaps allowed)
+    let mut subs: Vec<(Subscriber, u64, bool)> = Vec::new();
+    let mut exited = false;
+    for op in ops.chunks(2) {
+        let arg = op.get(1).copied().unwrap_or(0);
+        match op[0] % 7 {
+            0 | 1 if !exited => {
+                let stream = if op[0] % 7 == 0 { Stream::Stdout } else { Stream::Stderr };
+                let mut bytes: Vec<u8> = (0..arg % 97).map(|i| b'a' + (i % 26)).collect();
+                if arg % 3 != 0 {
+                    bytes.push(b'\n');
+                }
+                sim.out(stream, &bytes);
+            }
+            2 => sim.advance(ms(u64::from(arg) * 4)),
+            3 | 5 => {
+                let last = sim.job.log().last_visible();
+                let text = (u64::from(arg) % (last + 2)).to_string();
+                let tail = (u64::from(arg) % 6).to_string();
+                let params = if op[0] % 7 == 3 {
+                    SubscribeParams { last_event_id: Some(&text), ..SubscribeParams::default() }
+                } else {
+                    SubscribeParams { tail: Some(&tail), ..SubscribeParams::default() }
+                };
+                match sim.subscribe(params) {
+                    Ok(sub) => {
+                        let (expect, gaps) = if op[0] % 7 == 3 {
+                            (text.parse::<u64>().unwrap_or(0) + 1, persistence == Persistence::Memory)
+                        } else {
+                            (1, true)
+                        };
+                        subs.push((sub, expect, gaps));
+                    }
+                    Err(Refusal::NoContent) => {
+                        assert!(sim.job.log().is_complete());
+                        assert_eq!(text.parse::<u64>().ok(), Some(last));
+                    }
+                    Err(Refusal::BadRequest(_)) => {
+                        assert!(op[0] % 7 == 3 && text.parse::<u64>().unwrap_or(0) > last);
+                    }
+                }
+            }
+            4 if !subs.is_empty() => {
+                let n = usize::from(arg) % subs.len();
+                let (sub, expect, gaps) = &mut subs[n];
+                let (wire, _) = sim.read(sub);
+                *expect = check_transcript(&wire, *expect, *gaps);
+            }
+            6 if !exited => {
+                sim.exit(Some(i32::from(arg)), None);
+                exited = true;
+            }
+            _ => {}
+        }
+    }
+    if !exited {
+        sim.exit(Some(0), None);
+    }
+    let last = sim.job.log().last_visible();
+    for (sub, expect, gaps) in &mut subs {
+        let (wire, next) = sim.read(sub);
+        *expect = check_transcript(&wire, *expect, *gaps);
+        assert_eq!(next, Next::End, "a complete log ends every stream");
+        assert_eq!(*expect, last + 1, "every subscriber reached the exit event");
+    }
+}
