@@ -1,5 +1,31 @@
-//! Output assembly for one stream (stdout or stderr): bytes in, text events out.
-//! CONTRACT STUB: the signatures are fixed; the bodies are being written.
+//! Output assembly for one stream (stdout or stderr): raw bytes in, the texts of
+//! `stdout`/`stderr` events out, decoded as UTF-8 incrementally and grouped by line.
+//!
+//! # Rules
+//!
+//! 1. Decoding is incremental: a character split across two reads is one character.
+//!    Invalid bytes become U+FFFD exactly as [`String::from_utf8_lossy`] would turn
+//!    them on the whole stream (one U+FFFD per maximal invalid subpart). An incomplete
+//!    character at the end of what was read waits for the next bytes; at end of stream
+//!    it becomes U+FFFD.
+//! 2. An event carries whole lines, and every whole line held is sent at the next
+//!    poll, so lines that arrive together travel together. A line ends at LF, or at a
+//!    CR not followed by LF: progress bars redraw with `\r` and never write `\n`, and
+//!    must still stream. A CR that is the last byte held waits, because the next byte
+//!    may be the LF of a CRLF. The text itself is always exact: CRs are kept.
+//! 3. A partial line is sent when the partial-line delay has passed since its *first*
+//!    byte arrived (not after a quiet period: a process that writes a dot every 10 ms
+//!    is never quiet, and must still be seen within the delay).
+//! 4. No event text is longer than `max_event_bytes` UTF-8 bytes. Held text that
+//!    reaches the cap is sent at once; text over the cap is split after the last line
+//!    end within the cap, or else on the last character boundary within it.
+//!
+//! # Driving it
+//!
+//! After every [`Assembler::handle_bytes`] and [`Assembler::handle_eof`], drain
+//! [`Assembler::poll_text`] until it returns `None`, then sleep until
+//! [`Assembler::poll_timeout`] (or the next read). Held memory is then bounded by
+//! about `max_event_bytes` + 3 bytes; bytes that are read but never polled pile up.
 
 use std::time::{Duration, Instant};
 
@@ -22,40 +48,703 @@ impl Default for AssemblerConfig {
 }
 
 /// Turns one stream's bytes into the texts of `stdout`/`stderr` events.
+///
+/// # Examples
+///
+/// ```
+/// use spout_core::assembler::{Assembler, AssemblerConfig};
+/// # #[allow(clippy::disallowed_methods)]
+/// # let t0 = std::time::Instant::now();
+/// let mut out = Assembler::new(AssemblerConfig::default());
+/// out.handle_bytes(b"compiling foo\ncompiling bar\nlinking", t0);
+/// assert_eq!(out.poll_text(t0).as_deref(), Some("compiling foo\ncompiling bar\n"));
+/// assert_eq!(out.poll_text(t0), None); // "linking" waits for the rest of its line
+/// let due = out.poll_timeout().unwrap();
+/// assert_eq!(out.poll_text(due).as_deref(), Some("linking"));
+/// ```
 #[derive(Debug)]
 pub struct Assembler {
-    _private: (),
+    config: AssemblerConfig,
+    /// Decoded text; `held[start..]` is not yet sent. The sent prefix is dropped lazily
+    /// so that splitting a long burst does not move the rest once per event.
+    held: String,
+    start: usize,
+    /// `held[start..lines_end]` is whole lines (due now); none when `lines_end <= start`.
+    lines_end: usize,
+    /// The start of an incomplete UTF-8 sequence (at most 3 bytes).
+    tail: Vec<u8>,
+    /// When the oldest byte of the partial line (text after `lines_end`, then `tail`)
+    /// arrived; `None` when there is no partial line.
+    partial_since: Option<Instant>,
+    /// When the first byte of `tail` arrived.
+    tail_since: Option<Instant>,
+    /// The latest time seen, so that a driver's clock going backwards cannot move a
+    /// deadline backwards.
+    latest: Option<Instant>,
+    eof: bool,
+    bytes_in: u64,
 }
 
 impl Assembler {
+    /// The smallest `max_event_bytes` allowed: one character of any size must fit.
+    pub const MIN_EVENT_BYTES: usize = 4;
+
     /// A new assembler.
+    ///
+    /// A `max_event_bytes` below [`Assembler::MIN_EVENT_BYTES`] is raised to it (the
+    /// config layer is expected to reject such values with a proper message).
+    #[must_use]
     pub fn new(config: AssemblerConfig) -> Assembler {
-        let _ = config;
-        todo!()
+        let config = AssemblerConfig {
+            max_event_bytes: config.max_event_bytes.max(Self::MIN_EVENT_BYTES),
+            ..config
+        };
+        Assembler {
+            config,
+            held: String::new(),
+            start: 0,
+            lines_end: 0,
+            tail: Vec::with_capacity(4),
+            partial_since: None,
+            tail_since: None,
+            latest: None,
+            eof: false,
+            bytes_in: 0,
+        }
     }
+
+    // ----- getters -----
+
+    /// The configuration in effect (after raising a too small `max_event_bytes`).
+    #[must_use]
+    pub fn config(&self) -> AssemblerConfig {
+        self.config
+    }
+
+    /// Raw bytes taken so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+
+    // ----- inputs -----
+
     /// Takes bytes the process wrote, read at `now`.
+    ///
+    /// Bytes after [`Assembler::handle_eof`] are ignored (and not counted): the stream
+    /// has ended.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
-        let _ = (bytes, now);
-        todo!()
+        if self.eof || bytes.is_empty() {
+            return;
+        }
+        let now = self.advance(now);
+        self.bytes_in = self.bytes_in.saturating_add(bytes.len() as u64);
+        self.compact();
+
+        let old_len = self.held.len();
+        let tail_was_empty = self.tail.is_empty();
+        let tail_resolved = self.decode(bytes);
+        if !self.tail.is_empty() && (tail_was_empty || tail_resolved) {
+            self.tail_since = Some(now);
+        }
+
+        // Only the new text, and the byte before it (a CR that was last and waited),
+        // can hold a new line end.
+        let lo = old_len
+            .saturating_sub(1)
+            .max(self.start)
+            .max(self.lines_end);
+        if let Some(end) = self.last_line_end(lo, self.held.len()) {
+            self.lines_end = end;
+            // The partial line now starts after that line end, in this read.
+            let partial_empty = end == self.held.len() && self.tail.is_empty();
+            self.partial_since = if partial_empty { None } else { Some(now) };
+        } else if self.partial_since.is_none() {
+            self.partial_since = Some(now);
+        }
     }
+
     /// The stream ended: everything held becomes text (an incomplete character at
     /// the end becomes U+FFFD).
     pub fn handle_eof(&mut self) {
-        todo!()
+        if self.eof {
+            return;
+        }
+        self.eof = true;
+        if !self.tail.is_empty() {
+            // An incomplete sequence is a valid prefix: from_utf8_lossy makes it one
+            // U+FFFD.
+            self.held.push(char::REPLACEMENT_CHARACTER);
+            self.tail.clear();
+            self.tail_since = None;
+        }
     }
+
+    // ----- outputs -----
+
     /// The next event's text, if one is due at `now`.
+    ///
+    /// Call it until it returns `None`: a long burst yields several events.
     #[must_use]
     pub fn poll_text(&mut self, now: Instant) -> Option<String> {
-        let _ = now;
-        todo!()
+        let now = self.advance(now);
+        let text_len = self.held.len() - self.start;
+        if text_len == 0 {
+            return None;
+        }
+        let cap = self.config.max_event_bytes;
+        let cut = if text_len > cap {
+            self.cap_cut()
+        } else if text_len == cap || self.eof || self.partial_due(now) {
+            text_len
+        } else if self.lines_end > self.start {
+            self.lines_end - self.start
+        } else {
+            return None;
+        };
+        Some(self.take(cut))
     }
+
     /// When a held partial line becomes due, if any.
+    ///
+    /// After [`Assembler::poll_text`]`(now)` has returned `None`, this is `None` or
+    /// later than `now`. If text is already due (the driver has not drained), it is
+    /// the latest time seen, meaning "now".
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        let text_len = self.held.len() - self.start;
+        if text_len == 0 {
+            return None;
+        }
+        if self.eof || text_len >= self.config.max_event_bytes || self.lines_end > self.start {
+            return self.latest;
+        }
+        self.deadline()
     }
-    /// Raw bytes taken so far.
-    pub fn bytes_in(&self) -> u64 {
-        todo!()
+
+    // ----- internals -----
+
+    fn advance(&mut self, now: Instant) -> Instant {
+        let now = self.latest.map_or(now, |latest| latest.max(now));
+        self.latest = Some(now);
+        now
+    }
+
+    /// Drops the sent prefix of `held`.
+    fn compact(&mut self) {
+        if self.start == 0 {
+            return;
+        }
+        self.held.drain(..self.start);
+        self.lines_end = self.lines_end.saturating_sub(self.start);
+        self.start = 0;
+        // A burst may have grown the buffer far beyond what a drained assembler holds.
+        let keep = self.config.max_event_bytes.saturating_mul(2);
+        if self.held.capacity() > keep.max(4096) {
+            self.held.shrink_to(keep);
+        }
+    }
+
+    /// Decodes `bytes` (after any held `tail`) into `held`, leaving an incomplete
+    /// sequence at the end in `tail`. Returns whether a previously held tail was
+    /// resolved (completed or found invalid).
+    fn decode(&mut self, bytes: &[u8]) -> bool {
+        let mut rest = bytes;
+        let mut resolved = false;
+        if !self.tail.is_empty() {
+            // The tail is at most 3 bytes of one sequence; 3 more bytes always decide
+            // it. Decoding that small window gives exactly what the whole stream would,
+            // because every decision made inside it depends only on bytes inside it.
+            let old = self.tail.len();
+            let window = bytes.len().min(3);
+            self.tail.extend_from_slice(&bytes[..window]);
+            let joined = std::mem::take(&mut self.tail);
+            let used = decode_lossy(&joined, &mut self.held);
+            if used >= old {
+                rest = &bytes[used - old..];
+                resolved = true;
+                self.tail = joined;
+                self.tail.clear();
+            } else {
+                // Still undecided: then the window was all of `bytes` (a 4th byte would
+                // have decided it), so everything is taken.
+                self.tail = joined;
+                self.tail.drain(..used);
+                return false;
+            }
+        }
+        let used = decode_lossy(rest, &mut self.held);
+        self.tail.extend_from_slice(&rest[used..]);
+        resolved
+    }
+
+    /// The end (just after the terminator) of the last line end in `held[lo..hi]`.
+    fn last_line_end(&self, lo: usize, hi: usize) -> Option<usize> {
+        (lo..hi).rev().find(|&i| self.is_line_end(i)).map(|i| i + 1)
+    }
+
+    fn is_line_end(&self, i: usize) -> bool {
+        let bytes = self.held.as_bytes();
+        match bytes[i] {
+            b'\n' => true,
+            b'\r' => match bytes.get(i + 1) {
+                Some(&next) => next != b'\n',
+                // A held incomplete character is not an LF.
+                None => !self.tail.is_empty(),
+            },
+            _ => false,
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.partial_since?
+            .checked_add(self.config.partial_line_delay)
+    }
+
+    /// Whether held text after the last line end has waited long enough.
+    fn partial_due(&self, now: Instant) -> bool {
+        self.held.len() > self.start.max(self.lines_end)
+            && self.deadline().is_some_and(|d| d <= now)
+    }
+
+    /// Where to split text longer than the cap.
+    fn cap_cut(&self) -> usize {
+        let cap = self.config.max_event_bytes;
+        let window_end = self.start + cap;
+        let lines = if self.lines_end > self.start && self.lines_end <= window_end {
+            Some(self.lines_end)
+        } else {
+            // A CR at the window's last byte sees the byte after it, so a CRLF is
+            // never cut in two.
+            self.last_line_end(self.start, window_end)
+        };
+        match lines {
+            Some(end) => end - self.start,
+            None => {
+                // invariant: cap >= 4, so a boundary lies within the window past start.
+                let mut end = window_end;
+                while !self.held.is_char_boundary(end) {
+                    end -= 1;
+                }
+                end - self.start
+            }
+        }
+    }
+
+    /// Removes and returns the next `cut` bytes of text.
+    fn take(&mut self, cut: usize) -> String {
+        let end = self.start + cut;
+        if end < self.held.len() {
+            let text = self.held[self.start..end].to_owned();
+            self.start = end;
+            return text;
+        }
+        // Everything held goes: hand over the buffer itself when nothing was sent from
+        // it yet, which is the common case of one read making one event.
+        let text = if self.start == 0 {
+            std::mem::take(&mut self.held)
+        } else {
+            let text = self.held[self.start..].to_owned();
+            self.held.clear();
+            text
+        };
+        self.start = 0;
+        self.lines_end = 0;
+        self.partial_since = if self.tail.is_empty() {
+            None
+        } else {
+            self.tail_since
+        };
+        text
+    }
+}
+
+/// Appends the lossy decoding of `bytes` to `out`, except an incomplete sequence at
+/// the very end; returns how many bytes were used.
+fn decode_lossy(bytes: &[u8], out: &mut String) -> usize {
+    let mut used = 0;
+    loop {
+        let rest = &bytes[used..];
+        match std::str::from_utf8(rest) {
+            Ok(text) => {
+                out.push_str(text);
+                return bytes.len();
+            }
+            Err(err) => {
+                let (valid, _) = rest.split_at(err.valid_up_to());
+                // invariant: from_utf8 vouched for these bytes.
+                out.push_str(std::str::from_utf8(valid).expect("validated prefix"));
+                used += valid.len();
+                match err.error_len() {
+                    Some(bad) => {
+                        out.push(char::REPLACEMENT_CHARACTER);
+                        used += bad;
+                    }
+                    None => return used,
+                }
+            }
+        }
+    }
+}
+
+/// Fuzz entry point: any chunking of the same bytes gives the same text, within the
+/// event cap, never an empty event. Panics when an invariant breaks.
+#[doc(hidden)]
+pub fn fuzz_assembler(data: &[u8]) {
+    let [size, delay, seed, rest @ ..] = data else {
+        return;
+    };
+    let max_event_bytes = if *size < 128 {
+        Assembler::MIN_EVENT_BYTES + usize::from(*size % 61)
+    } else {
+        64 + usize::from(*size - 128) * 128
+    };
+    let config = AssemblerConfig {
+        partial_line_delay: Duration::from_millis(u64::from(*delay)),
+        max_event_bytes,
+    };
+
+    fn drain(out: &mut Assembler, now: Instant, texts: &mut Vec<String>) {
+        while let Some(text) = out.poll_text(now) {
+            texts.push(text);
+        }
+        if let Some(due) = out.poll_timeout() {
+            assert!(due > now, "poll_timeout did not move forward");
+        }
+    }
+
+    let run = |chunk_len: &dyn Fn(usize) -> usize| -> Vec<String> {
+        #[allow(clippy::disallowed_methods)] // fuzzing harness: any origin will do
+        let mut now = Instant::now();
+        let mut out = Assembler::new(config);
+        let mut texts = Vec::new();
+        let mut pos = 0;
+        while pos < rest.len() {
+            let len = chunk_len(pos).clamp(1, rest.len() - pos);
+            out.handle_bytes(&rest[pos..pos + len], now);
+            drain(&mut out, now, &mut texts);
+            // Time moves by a data-derived step, sometimes past the deadline.
+            now += Duration::from_millis(u64::from(rest[pos] % 64));
+            drain(&mut out, now, &mut texts);
+            pos += len;
+        }
+        assert_eq!(out.bytes_in(), rest.len() as u64);
+        out.handle_eof();
+        drain(&mut out, now, &mut texts);
+        assert_eq!(out.poll_timeout(), None);
+        texts
+    };
+
+    let a = run(&|pos| usize::from(rest[pos].wrapping_add(*seed) % 9));
+    let b = run(&|pos| usize::from(rest[pos].rotate_left(3) ^ *seed) * 3);
+    let whole = String::from_utf8_lossy(rest);
+    for texts in [&a, &b] {
+        for text in texts.iter() {
+            assert!(!text.is_empty(), "empty event");
+            assert!(text.len() <= max_event_bytes, "event over the cap");
+        }
+        assert_eq!(texts.concat(), whole);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> Instant {
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn assembler(max_event_bytes: usize) -> Assembler {
+        Assembler::new(AssemblerConfig {
+            partial_line_delay: ms(50),
+            max_event_bytes,
+        })
+    }
+
+    fn drain(out: &mut Assembler, now: Instant) -> Vec<String> {
+        std::iter::from_fn(|| out.poll_text(now)).collect()
+    }
+
+    #[test]
+    fn utf8_split_at_every_position_is_one_character() {
+        let text = "a é ‚ € 😀 z\n";
+        let bytes = text.as_bytes();
+        let t = t0();
+        for split in 0..=bytes.len() {
+            let mut out = assembler(1024);
+            out.handle_bytes(&bytes[..split], t);
+            let mut got = drain(&mut out, t);
+            out.handle_bytes(&bytes[split..], t);
+            got.extend(drain(&mut out, t));
+            assert_eq!(got.concat(), text, "split at {split}");
+            assert_eq!(out.poll_timeout(), None);
+        }
+    }
+
+    #[test]
+    fn utf8_byte_at_a_time() {
+        let text = "€😀é\n";
+        let t = t0();
+        let mut out = assembler(1024);
+        let mut got = Vec::new();
+        for b in text.as_bytes() {
+            out.handle_bytes(std::slice::from_ref(b), t);
+            got.extend(drain(&mut out, t));
+        }
+        assert_eq!(got, [text]);
+        assert_eq!(out.bytes_in(), text.len() as u64);
+    }
+
+    #[test]
+    fn invalid_bytes_match_from_utf8_lossy_in_any_chunking() {
+        let cases: &[&[u8]] = &[
+            b"a\xffb\n",
+            b"\xe2\x82\n",         // truncated 3-byte char, then LF
+            b"\xf0\x9f\x98A\n",    // truncated 4-byte char, then ASCII
+            b"\xe0\x80\xaf\n",     // overlong: each byte is its own U+FFFD
+            b"\xed\xa0\x80\n",     // surrogate
+            b"\xf4\x90\x80\x80\n", // above U+10FFFF
+            b"\xc3\xc3\xa9\n",     // lead byte followed by a lead byte
+            b"\x80\x80\x80\n",     // lone continuation bytes
+        ];
+        let t = t0();
+        for bytes in cases {
+            let want = String::from_utf8_lossy(bytes);
+            for split in 0..=bytes.len() {
+                for split2 in split..=bytes.len() {
+                    let mut out = assembler(1024);
+                    let mut got = Vec::new();
+                    for part in [&bytes[..split], &bytes[split..split2], &bytes[split2..]] {
+                        out.handle_bytes(part, t);
+                        got.extend(drain(&mut out, t));
+                    }
+                    assert_eq!(got.concat(), want, "{bytes:?} split at {split}/{split2}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lines_together_are_one_event_and_the_partial_line_waits() {
+        let t = t0();
+        let mut out = assembler(1024);
+        out.handle_bytes(b"a\nb\nc", t);
+        assert_eq!(drain(&mut out, t), ["a\nb\n"]);
+        assert_eq!(out.poll_timeout(), Some(t + ms(50)));
+    }
+
+    #[test]
+    fn partial_line_is_sent_at_the_deadline_and_not_before() {
+        let t = t0();
+        let mut out = assembler(1024);
+        out.handle_bytes(b"Password: ", t);
+        assert_eq!(drain(&mut out, t), Vec::<String>::new());
+        assert_eq!(out.poll_text(t + ms(49)), None);
+        assert_eq!(out.poll_timeout(), Some(t + ms(50)));
+        assert_eq!(drain(&mut out, t + ms(50)), ["Password: "]);
+        assert_eq!(out.poll_timeout(), None);
+    }
+
+    #[test]
+    fn partial_line_deadline_counts_from_its_first_byte() {
+        // A dot every 10 ms is never quiet; it is still sent within the delay.
+        let t = t0();
+        let mut out = assembler(1024);
+        let mut sent = Vec::new();
+        for i in 0..10 {
+            let now = t + ms(10 * i);
+            out.handle_bytes(b".", now);
+            sent.extend(drain(&mut out, now).into_iter().map(|s| (i, s)));
+            if let Some(due) = out.poll_timeout() {
+                assert!(due > now);
+            }
+        }
+        assert_eq!(sent, [(5, "......".to_owned())]);
+        assert_eq!(out.poll_timeout(), Some(t + ms(60 + 50)));
+    }
+
+    #[test]
+    fn partial_after_lines_counts_from_the_read_that_ended_the_line() {
+        let t = t0();
+        let mut out = assembler(1024);
+        out.handle_bytes(b"abc", t);
+        assert_eq!(drain(&mut out, t), Vec::<String>::new());
+        out.handle_bytes(b"\nde", t + ms(40));
+        assert_eq!(drain(&mut out, t + ms(40)), ["abc\n"]);
+        assert_eq!(out.poll_timeout(), Some(t + ms(90)));
+        assert_eq!(drain(&mut out, t + ms(89)), Vec::<String>::new());
+        assert_eq!(drain(&mut out, t + ms(90)), ["de"]);
+    }
+
+    #[test]
+    fn carriage_return_progress_bar_streams() {
+        let t = t0();
+        let mut out = assembler(1024);
+        out.handle_bytes(b"\r 10%", t);
+        // The leading CR is followed by a space, so it ends a (empty) line.
+        assert_eq!(drain(&mut out, t), ["\r"]);
+        out.handle_bytes(b"\r 20%", t + ms(10));
+        assert_eq!(drain(&mut out, t + ms(10)), [" 10%\r"]);
+        out.handle_bytes(b"\r 30%\r", t + ms(20));
+        // The last CR waits: it may be the start of a CRLF.
+        assert_eq!(drain(&mut out, t + ms(20)), [" 20%\r"]);
+        assert_eq!(out.poll_timeout(), Some(t + ms(70)));
+        out.handle_bytes(b" 40%", t + ms(30));
+        assert_eq!(drain(&mut out, t + ms(30)), [" 30%\r"]);
+        out.handle_bytes(b"\r", t + ms(40));
+        assert_eq!(drain(&mut out, t + ms(40)), Vec::<String>::new());
+        // At the deadline a trailing CR goes too, exactly as written.
+        assert_eq!(drain(&mut out, t + ms(80)), [" 40%\r"]);
+    }
+
+    #[test]
+    fn crlf_split_across_reads_stays_one_line_end() {
+        let t = t0();
+        let mut out = assembler(1024);
+        out.handle_bytes(b"line\r", t);
+        assert_eq!(drain(&mut out, t), Vec::<String>::new());
+        out.handle_bytes(b"\nnext", t + ms(5));
+        assert_eq!(drain(&mut out, t + ms(5)), ["line\r\n"]);
+        out.handle_bytes(b"\r\n", t + ms(6));
+        assert_eq!(drain(&mut out, t + ms(6)), ["next\r\n"]);
+        assert_eq!(out.poll_timeout(), None);
+    }
+
+    #[test]
+    fn cr_before_an_incomplete_character_is_a_line_end() {
+        let t = t0();
+        let mut out = assembler(1024);
+        out.handle_bytes(b"a\r\xe2\x82", t);
+        assert_eq!(drain(&mut out, t), ["a\r"]);
+        out.handle_bytes(b"\xac", t + ms(1));
+        assert_eq!(drain(&mut out, t + ms(49)), Vec::<String>::new());
+        // The euro sign's first byte arrived at t.
+        assert_eq!(drain(&mut out, t + ms(50)), ["€"]);
+    }
+
+    #[test]
+    fn cap_split_prefers_the_last_line_end_within_the_cap() {
+        let t = t0();
+        let mut out = assembler(8);
+        out.handle_bytes(b"ab\ncd\nefghijklmn\nop", t);
+        assert_eq!(drain(&mut out, t), ["ab\ncd\n", "efghijkl", "mn\n"]);
+        assert_eq!(drain(&mut out, t + ms(50)), ["op"]);
+    }
+
+    #[test]
+    fn cap_split_never_cuts_a_crlf() {
+        let t = t0();
+        let mut out = assembler(8);
+        out.handle_bytes(b"ab\ncdef\r\nxyz", t);
+        assert_eq!(drain(&mut out, t), ["ab\n", "cdef\r\n"]);
+    }
+
+    #[test]
+    fn cap_split_is_on_a_character_boundary() {
+        let t = t0();
+        for cap in 4..=12 {
+            let mut out = assembler(cap);
+            let text = "€€€😀😀€é\n";
+            out.handle_bytes(text.as_bytes(), t);
+            let got = drain(&mut out, t);
+            assert!(
+                got.iter().all(|s| !s.is_empty() && s.len() <= cap),
+                "{cap}: {got:?}"
+            );
+            assert_eq!(got.concat(), text);
+            // Each piece but the last fills the cap as far as characters allow.
+            for (piece, next) in got.iter().zip(got.iter().skip(1)) {
+                let next_char = next.chars().next().unwrap().len_utf8();
+                assert!(piece.len() + next_char > cap, "{cap}: {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn held_text_reaching_the_cap_is_sent_at_once() {
+        let t = t0();
+        let mut out = assembler(6);
+        out.handle_bytes(b"abc", t);
+        assert_eq!(drain(&mut out, t), Vec::<String>::new());
+        out.handle_bytes(b"def", t + ms(1));
+        assert_eq!(drain(&mut out, t + ms(1)), ["abcdef"]);
+        assert_eq!(out.poll_timeout(), None);
+    }
+
+    #[test]
+    fn too_small_cap_is_raised_to_one_character() {
+        let t = t0();
+        let mut out = assembler(1);
+        assert_eq!(out.config().max_event_bytes, Assembler::MIN_EVENT_BYTES);
+        out.handle_bytes("😀😀".as_bytes(), t);
+        assert_eq!(drain(&mut out, t), ["😀", "😀"]);
+    }
+
+    #[test]
+    fn eof_flushes_everything_and_an_incomplete_character() {
+        let t = t0();
+        let mut out = assembler(4);
+        out.handle_bytes(b"abcdef\xf0\x9f", t);
+        assert_eq!(drain(&mut out, t), ["abcd"]);
+        out.handle_eof();
+        assert_eq!(out.poll_timeout(), Some(t));
+        assert_eq!(drain(&mut out, t), ["ef", "\u{FFFD}"]);
+        assert_eq!(out.poll_timeout(), None);
+        out.handle_bytes(b"late", t + ms(1));
+        assert_eq!(drain(&mut out, t + ms(1)), Vec::<String>::new());
+        assert_eq!(out.bytes_in(), 8);
+    }
+
+    #[test]
+    fn clock_going_backwards_does_not_move_the_deadline_back() {
+        let t = t0() + ms(1000);
+        let mut out = assembler(1024);
+        out.handle_bytes(b"x", t);
+        assert_eq!(out.poll_text(t + ms(10)), None);
+        out.handle_bytes(b"y", t - ms(500));
+        assert_eq!(out.poll_text(t - ms(500)), None);
+        assert_eq!(out.poll_timeout(), Some(t + ms(50)));
+        out.handle_bytes(b"\nz", t - ms(600));
+        assert_eq!(drain(&mut out, t - ms(600)), ["xy\n"]);
+        // "z" arrived at the latest time seen, not at the stale one.
+        assert_eq!(out.poll_timeout(), Some(t + ms(60)));
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_text_on_generated_inputs() {
+        // Bytes drawn mostly from line ends and pieces of multi-byte characters, so that
+        // splits land inside characters and CRLFs often.
+        const ALPHABET: &[u8] = b"\n\r\r\na\xe2\x82\xac\xf0\x9f\x98\x80\xc3\xa9\xff\x80";
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let len = (next() % 200) as usize;
+            let mut data: Vec<u8> = (0..3).map(|_| next() as u8).collect();
+            data.extend((0..len).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]));
+            fuzz_assembler(&data);
+        }
+    }
+
+    #[test]
+    fn fuzz_entry_accepts_sample_inputs() {
+        fuzz_assembler(b"");
+        fuzz_assembler(b"\x00\x32\x07a\nb\xe2\x82\xac\r\rc\r\n\xff\xf0\x9f\x98");
+        fuzz_assembler(b"\xff\x00\x01hello\nworld\xe2");
+        let long: Vec<u8> = (0..2000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for size in [0u8, 5, 60, 127, 128, 200] {
+            let mut data = vec![size, 10, 3];
+            data.extend_from_slice(&long);
+            fuzz_assembler(&data);
+        }
     }
 }
