@@ -186,11 +186,16 @@ fn check_transcript(wire: &str, mut expect: u64, gaps_ok: bool) -> u64 {
     let mut decoder = crate::sse::Decoder::new();
     decoder.feed(wire.as_bytes());
     while let Some(item) = decoder.poll() {
-        let crate::sse::Item::Event(ev) = item else { continue };
+        let crate::sse::Item::Event(ev) = item else {
+            continue;
+        };
         if ev.event_type == "heartbeat" {
             continue;
         }
-        let id: u64 = ev.last_event_id.parse().expect("every log event has a numeric id");
+        let id: u64 = ev
+            .last_event_id
+            .parse()
+            .expect("every log event has a numeric id");
         if ev.event_type == "gap" {
             assert!(gaps_ok, "gap where none may be: {wire}");
             let v: serde_json::Value = serde_json::from_str(&ev.data).expect("gap data is JSON");
@@ -212,12 +217,21 @@ fn check_transcript(wire: &str, mut expect: u64, gaps_ok: bool) -> u64 {
 /// ends after `exit`. `t0` is any instant (simulated time starts there).
 pub fn fuzz_log_ops(data: &[u8], t0: Instant) {
     use crate::assembler::AssemblerConfig;
-    let Some((&mode, ops)) = data.split_first() else { return };
-    let persistence = if mode & 1 == 0 { Persistence::Archive } else { Persistence::Memory };
+    let Some((&mode, ops)) = data.split_first() else {
+        return;
+    };
+    let persistence = if mode & 1 == 0 {
+        Persistence::Archive
+    } else {
+        Persistence::Memory
+    };
     let settings = JobSettings {
         persistence,
         window_bytes: 64 + usize::from(mode >> 1) * 8,
-        assembler: AssemblerConfig { partial_line_delay: ms(50), max_event_bytes: 64 },
+        assembler: AssemblerConfig {
+            partial_line_delay: ms(50),
+            max_event_bytes: 64,
+        },
         ..JobSettings::default()
     };
     let mut sim = Sim::new(settings, t0);
@@ -229,7 +243,11 @@ pub fn fuzz_log_ops(data: &[u8], t0: Instant) {
         let arg = op.get(1).copied().unwrap_or(0);
         match op[0] % 7 {
             0 | 1 if !exited => {
-                let stream = if op[0] % 7 == 0 { Stream::Stdout } else { Stream::Stderr };
+                let stream = if op[0] % 7 == 0 {
+                    Stream::Stdout
+                } else {
+                    Stream::Stderr
+                };
                 let mut bytes: Vec<u8> = (0..arg % 97).map(|i| b'a' + (i % 26)).collect();
                 if arg % 3 != 0 {
                     bytes.push(b'\n');
@@ -242,14 +260,23 @@ pub fn fuzz_log_ops(data: &[u8], t0: Instant) {
                 let text = (u64::from(arg) % (last + 2)).to_string();
                 let tail = (u64::from(arg) % 6).to_string();
                 let params = if op[0] % 7 == 3 {
-                    SubscribeParams { last_event_id: Some(&text), ..SubscribeParams::default() }
+                    SubscribeParams {
+                        last_event_id: Some(&text),
+                        ..SubscribeParams::default()
+                    }
                 } else {
-                    SubscribeParams { tail: Some(&tail), ..SubscribeParams::default() }
+                    SubscribeParams {
+                        tail: Some(&tail),
+                        ..SubscribeParams::default()
+                    }
                 };
                 match sim.subscribe(params) {
                     Ok(sub) => {
                         let (expect, gaps) = if op[0] % 7 == 3 {
-                            (text.parse::<u64>().unwrap_or(0) + 1, persistence == Persistence::Memory)
+                            (
+                                text.parse::<u64>().unwrap_or(0) + 1,
+                                persistence == Persistence::Memory,
+                            )
                         } else {
                             (1, true)
                         };

@@ -4,14 +4,20 @@
 use std::path::Path;
 
 fn replay(target: &str, check: impl Fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
         if path.is_file() {
             let data = std::fs::read(&path).unwrap();
             let result = std::panic::catch_unwind(|| check(&data));
-            assert!(result.is_ok(), "fuzz input {} fails its check", path.display());
+            assert!(
+                result.is_ok(),
+                "fuzz input {} fails its check",
+                path.display()
+            );
             n += 1;
         }
     }
@@ -34,8 +40,11 @@ fn json_escape() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // any instant will do as simulated time zero
 fn assembler() {
-    replay("assembler", spout_core::assembler::fuzz_assembler);
+    replay("assembler", |d| {
+        spout_core::assembler::fuzz_assembler(d, std::time::Instant::now())
+    });
 }
 
 #[test]
@@ -56,5 +65,7 @@ fn http_request() {
 #[test]
 #[allow(clippy::disallowed_methods)] // any instant will do as simulated time zero
 fn log_ops() {
-    replay("log_ops", |d| spout_core::fuzzing::fuzz_log_ops(d, std::time::Instant::now()));
+    replay("log_ops", |d| {
+        spout_core::fuzzing::fuzz_log_ops(d, std::time::Instant::now())
+    });
 }
