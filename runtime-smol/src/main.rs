@@ -1,5 +1,8 @@
 //! `spout`: the default server on smol (being written).
 
+#[allow(dead_code)]
+mod http;
+
 fn main() {
     eprintln!("spout: server not built yet");
     std::process::exit(2);
