@@ -3,6 +3,8 @@
 #[allow(dead_code)]
 mod clock;
 #[allow(dead_code)]
+mod http;
+#[allow(dead_code)]
 mod process;
 
 fn main() {
