@@ -1,0 +1,560 @@
+//! The server's state and its answers: every job, the limits, the metrics, and the
+//! decision for each HTTP request. Both runtimes keep one `Registry` behind one lock
+//! and call [`Registry::handle`] for every request; they never decide a status or a
+//! header themselves.
+//!
+//! Rules:
+//! 1. A request is routed, checked against CORS and tokens, then answered. Errors
+//!    are JSON with the right status ([`ApiError`]).
+//! 2. `POST /jobs` creates a `Starting` job and returns [`Reply::Spawn`]: the runtime
+//!    spawns the process and reports back to the job. At most `max_running_jobs`
+//!    jobs run at once (`429` + `Retry-After` past it).
+//! 3. `GET /jobs/{id}/events` opens a [`Subscriber`] ([`Reply::Stream`]); at most
+//!    `max_subscribers` at once (`503` + `Retry-After`). The runtime calls
+//!    [`Registry::unsubscribe`] when the stream ends, however it ends.
+//! 4. Finished jobs are kept up to `max_retained_jobs` and `retention_s`; older ones
+//!    are dropped and named by [`Registry::poll_expired`] so the runtime deletes
+//!    their files.
+
+use crate::config::{CommandSpec, Config};
+use crate::event::EndReason;
+use crate::http::{self, ApiError, Request, Response, ResponseHead, Route};
+use crate::id::JobId;
+use crate::job::{Job, JobSettings, State, ALL_STATES};
+use crate::log::Persistence;
+use crate::subscriber::{Refusal, StreamSettings, SubscribeParams, Subscriber};
+use crate::assembler::AssemblerConfig;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The built-in viewer page, embedded in both binaries.
+pub const VIEWER_HTML: &str = include_str!("viewer.html");
+
+/// Seconds a client is told to wait when a limit is reached.
+const RETRY_AFTER_S: u32 = 5;
+
+/// What the runtime supplies with each request: the clock and randomness.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs {
+    /// Monotonic now.
+    pub now: Instant,
+    /// Wall-clock now.
+    pub wall: SystemTime,
+    /// 16 bytes of OS randomness (a new job's id, a stream's jitter).
+    pub random: [u8; 16],
+}
+
+/// What the runtime must run for a new job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpawnPlan {
+    /// The full argv (template plus allowed user args). Never run through a shell.
+    pub argv: Vec<String>,
+    /// The working directory, if the command sets one.
+    pub cwd: Option<String>,
+    /// The command's own environment; the runtime starts from an empty one and adds
+    /// only `PATH` besides these.
+    pub env: BTreeMap<String, String>,
+}
+
+/// The answer to one request.
+#[must_use]
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Reply {
+    /// A complete response.
+    Full(Response),
+    /// A job was created: write `response`, spawn `plan`, report to job `job`.
+    Spawn {
+        /// `201` with `Location` and the status document.
+        response: Response,
+        /// The new job.
+        job: JobId,
+        /// What to run.
+        plan: SpawnPlan,
+    },
+    /// An event stream: write `head`, then drive `subscriber` on job `job`.
+    Stream {
+        /// The `200` SSE head.
+        head: ResponseHead,
+        /// The job watched.
+        job: JobId,
+        /// The cursor.
+        subscriber: Subscriber,
+    },
+    /// The raw output log of an archived job: write `head`, then the bytes of its
+    /// `output.log` (chunked) up to [`Registry::raw_log_len`]; with `follow`, keep
+    /// going until the job is complete.
+    RawLog {
+        /// The `200` chunked text head.
+        head: ResponseHead,
+        /// The job.
+        job: JobId,
+        /// `?follow=1`.
+        follow: bool,
+    },
+    /// A job was asked to stop: write `response`, then wake the job's driver so it
+    /// drains the job's actions (the SIGTERM).
+    Stopping {
+        /// `202` with the status document.
+        response: Response,
+        /// The job.
+        job: JobId,
+    },
+}
+
+/// Counters for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Events written to subscribers.
+    pub events_sent: u64,
+    /// Bytes written to subscribers (SSE bytes, before chunk framing).
+    pub bytes_sent: u64,
+    /// Streams that ended because the client went away or a write failed.
+    pub drops: u64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Jobs started since the server started.
+    pub jobs_started: u64,
+}
+
+/// The server's state. See the module docs for its rules.
+#[derive(Debug)]
+pub struct Registry {
+    config: Config,
+    auth: http::Auth,
+    cors: http::Cors,
+    stream: StreamSettings,
+    jobs: HashMap<JobId, Job>,
+    /// Creation order, oldest first.
+    order: Vec<JobId>,
+    watchers: HashMap<JobId, usize>,
+    subscribers: usize,
+    metrics: Metrics,
+    expired: Vec<JobId>,
+}
+
+/// Why a registry could not be built from a config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetupError(pub String);
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+impl Registry {
+    /// A registry serving `config` (already validated).
+    ///
+    /// # Errors
+    /// [`SetupError`] when tokens or CORS origins are unusable.
+    pub fn new(config: Config) -> Result<Registry, SetupError> {
+        let tokens: Vec<(String, bool, bool)> = config
+            .tokens
+            .iter()
+            .map(|t| {
+                (t.token.clone(), t.allows(crate::config::Scope::Start), t.allows(crate::config::Scope::Watch))
+            })
+            .collect();
+        let auth = http::Auth::new(&tokens).map_err(|e| SetupError(format!("tokens: {e}")))?;
+        let cors =
+            http::Cors::new(config.cors.allow_origins.clone()).map_err(|e| SetupError(format!("cors: {e}")))?;
+        let stream = StreamSettings {
+            retry_ms: config.sse.retry_ms,
+            heartbeat: config.sse.heartbeat(),
+            heartbeat_event: config.sse.heartbeat_event,
+        };
+        Ok(Registry {
+            config,
+            auth,
+            cors,
+            stream,
+            jobs: HashMap::new(),
+            order: Vec::new(),
+            watchers: HashMap::new(),
+            subscribers: 0,
+            metrics: Metrics::default(),
+            expired: Vec::new(),
+        })
+    }
+
+    // ---- getters ----
+
+    /// The config served.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A job by id.
+    #[must_use]
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    /// A job by id, to report process events to it.
+    pub fn job_mut(&mut self, id: JobId) -> Option<&mut Job> {
+        self.jobs.get_mut(&id)
+    }
+
+    /// Every job id, oldest first.
+    #[must_use]
+    pub fn job_ids(&self) -> &[JobId] {
+        &self.order
+    }
+
+    /// Open event streams.
+    #[must_use]
+    pub fn subscribers(&self) -> usize {
+        self.subscribers
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn metrics(&self) -> Metrics {
+        self.metrics
+    }
+
+    /// Bytes of a job's raw output log (both streams, as taken), and whether the job
+    /// is complete (no more will come).
+    #[must_use]
+    pub fn raw_log_len(&self, id: JobId) -> Option<(u64, bool)> {
+        let job = self.jobs.get(&id)?;
+        let (o, e) = job.log().byte_counts();
+        Some((o + e, job.log().is_complete()))
+    }
+
+    /// The settings a job of `command` runs with.
+    #[must_use]
+    pub fn job_settings(&self, command: Option<&CommandSpec>) -> JobSettings {
+        let base = JobSettings {
+            assembler: AssemblerConfig {
+                partial_line_delay: self.config.sse.partial_line_delay(),
+                max_event_bytes: self.config.sse.max_event_bytes,
+            },
+            persistence: if self.config.memory { Persistence::Memory } else { Persistence::Archive },
+            window_bytes: self.config.limits.memory_window_bytes,
+            ..JobSettings::default()
+        };
+        match command {
+            Some(c) => JobSettings {
+                timeout: c.timeout(),
+                max_output_bytes: c.max_output_bytes,
+                stop_when_unwatched: c.stop_when_unwatched(),
+                stop_grace: c.stop_grace(),
+                ..base
+            },
+            None => base,
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.jobs.values().filter(|j| !j.state().is_final()).count()
+    }
+
+    // ---- requests ----
+
+    /// Answers one request whose body (if any) has been read. `req.headers` are as
+    /// the client sent them.
+    pub fn handle(&mut self, req: &Request<'_>, body: &[u8], inputs: Inputs) -> Reply {
+        self.metrics.requests += 1;
+        let cors = self.cors.cors_headers(req);
+        match self.decide(req, body, inputs) {
+            Ok(mut reply) => {
+                match &mut reply {
+                    Reply::Full(r) | Reply::Spawn { response: r, .. } | Reply::Stopping { response: r, .. } => {
+                        r.head.headers.extend(cors);
+                    }
+                    Reply::Stream { head, .. } | Reply::RawLog { head, .. } => head.headers.extend(cors),
+                }
+                reply
+            }
+            Err(e) => Reply::Full(e.response().with_headers(cors)),
+        }
+    }
+
+    fn decide(&mut self, req: &Request<'_>, body: &[u8], inputs: Inputs) -> Result<Reply, ApiError> {
+        let (path, query_text) = http::split_target(req.target)?;
+        let query = http::Query::parse(query_text);
+        let route = http::route(req.method, path)?;
+        if route == Route::Preflight {
+            return Ok(Reply::Full(self.cors.preflight(req, http::route_methods(path))));
+        }
+        self.cors.check_origin(req)?;
+        if let Some(scope) = http::required_scope(route) {
+            self.auth.authorize(req, &query, scope)?;
+        }
+        match route {
+            Route::Index => Ok(Reply::Full(Response::html(VIEWER_HTML))),
+            Route::Healthz => Ok(Reply::Full(Response::text(200, "text/plain; charset=utf-8", "ok\n"))),
+            Route::Metrics => Ok(Reply::Full(Response::text(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics_text(),
+            ))),
+            Route::Commands => Ok(Reply::Full(Response::json(200, &self.commands_json()))),
+            Route::ListJobs => {
+                let list: Vec<_> = self.order.iter().rev().filter_map(|id| self.jobs.get(id)).map(Job::status).collect();
+                Ok(Reply::Full(Response::json(200, &list)))
+            }
+            Route::CreateJob => self.create_job(req, body, inputs),
+            Route::JobStatus(id) => Ok(Reply::Full(Response::json(200, &self.get(id)?.status()))),
+            Route::StopJob(id) => {
+                let job = self.jobs.get_mut(&id).ok_or_else(no_such_job)?;
+                if job.state().is_final() {
+                    return Err(ApiError::Conflict(format!("job {id} has already ended ({})", job.state().as_str())));
+                }
+                job.handle_stop(EndReason::Stopped, inputs.now);
+                Ok(Reply::Stopping { response: Response::json(202, &job.status()), job: id })
+            }
+            Route::JobEvents(id) => {
+                let job = self.jobs.get(&id).ok_or_else(no_such_job)?;
+                if self.subscribers >= self.config.limits.max_subscribers {
+                    return Err(ApiError::Unavailable {
+                        message: format!("the server has its maximum of {} subscribers", self.subscribers),
+                        retry_after: RETRY_AFTER_S,
+                    });
+                }
+                let params = SubscribeParams {
+                    last_event_id: http::last_event_id(req, &query)?,
+                    tail: query.get("tail"),
+                    heartbeat_event: match query.get("heartbeat") {
+                        None => None,
+                        Some("event") => Some(true),
+                        Some("comment") => Some(false),
+                        Some(other) => {
+                            return Err(ApiError::BadRequest(format!(
+                                "heartbeat must be \"event\" or \"comment\", not {other:?}"
+                            )))
+                        }
+                    },
+                };
+                let jitter = u32::from_le_bytes([inputs.random[0], inputs.random[1], inputs.random[2], inputs.random[3]]);
+                match Subscriber::open(job.log(), &params, &self.stream, jitter, inputs.now) {
+                    Ok(subscriber) => {
+                        self.subscribers += 1;
+                        let n = self.watchers.entry(id).or_insert(0);
+                        *n += 1;
+                        let n = *n;
+                        if let Some(job) = self.jobs.get_mut(&id) {
+                            job.handle_watchers(n, inputs.now);
+                        }
+                        Ok(Reply::Stream { head: http::sse_head(), job: id, subscriber })
+                    }
+                    Err(Refusal::NoContent) => Ok(Reply::Full(Response::no_content())),
+                    Err(Refusal::BadRequest(m)) => Err(ApiError::BadRequest(m)),
+                }
+            }
+            Route::JobLog(id) => {
+                let job = self.get(id)?;
+                let follow = matches!(query.get("follow"), Some("1" | "true" | "yes"));
+                if job.log().persistence() == Persistence::Archive {
+                    return Ok(Reply::RawLog { head: http::chunked_text_head(), job: id, follow });
+                }
+                // Memory mode keeps no raw bytes: the text of the events still held.
+                Ok(Reply::Full(Response::text(200, "text/plain; charset=utf-8", memory_log_text(job))))
+            }
+            Route::Preflight => unreachable!("handled above"),
+        }
+    }
+
+    fn get(&self, id: JobId) -> Result<&Job, ApiError> {
+        self.jobs.get(&id).ok_or_else(no_such_job)
+    }
+
+    fn create_job(&mut self, req: &Request<'_>, body: &[u8], inputs: Inputs) -> Result<Reply, ApiError> {
+        let request = http::parse_job_request(req, body)?;
+        let command = self.config.commands.get(&request.command).ok_or_else(|| {
+            ApiError::BadRequest(format!("unknown command {:?}; GET /commands lists them", request.command))
+        })?;
+        let argv = command.build_argv(&request.args).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let running = self.running();
+        if running >= self.config.limits.max_running_jobs {
+            return Err(ApiError::TooManyRequests {
+                message: format!("{running} jobs are running, the most this server allows"),
+                retry_after: RETRY_AFTER_S,
+            });
+        }
+        let id = JobId::from_random(inputs.random);
+        if self.jobs.contains_key(&id) {
+            return Err(ApiError::Internal);
+        }
+        let plan = SpawnPlan { argv: argv.clone(), cwd: command.cwd.clone(), env: command.env.clone() };
+        let settings = self.job_settings(Some(command));
+        let job = Job::new(id, request.command.clone(), argv, settings, inputs.wall);
+        let response = Response::json(201, &job.status()).with_header("Location", format!("/jobs/{id}"));
+        self.insert(job, inputs);
+        self.metrics.jobs_started += 1;
+        Ok(Reply::Spawn { response, job: id, plan })
+    }
+
+    // ---- runtime reports ----
+
+    /// Adds a job rebuilt from the archive at start-up.
+    pub fn insert_restored(&mut self, job: Job, inputs: Inputs) {
+        self.insert(job, inputs);
+        // Keep creation order whatever order the directory listed them in.
+        let jobs = &self.jobs;
+        self.order.sort_by_key(|id| jobs.get(id).map_or(0, Job::created_ms));
+    }
+
+    fn insert(&mut self, job: Job, inputs: Inputs) {
+        let id = job.id();
+        self.jobs.insert(id, job);
+        self.order.push(id);
+        self.prune(inputs.wall);
+    }
+
+    /// A stream on job `id` ended (end of log, client gone, or error).
+    pub fn unsubscribe(&mut self, id: JobId, dropped: bool, now: Instant) {
+        self.subscribers = self.subscribers.saturating_sub(1);
+        if dropped {
+            self.metrics.drops += 1;
+        }
+        if let Some(n) = self.watchers.get_mut(&id) {
+            *n = n.saturating_sub(1);
+            let n = *n;
+            if n == 0 {
+                self.watchers.remove(&id);
+            }
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.handle_watchers(n, now);
+            }
+        }
+    }
+
+    /// Counts what a stream wrote.
+    pub fn record_sent(&mut self, events: u64, bytes: u64) {
+        self.metrics.events_sent += events;
+        self.metrics.bytes_sent += bytes;
+    }
+
+    /// A job finished (its driver saw [`crate::job::Action::Finished`]): apply retention.
+    pub fn job_finished(&mut self, wall: SystemTime) {
+        self.prune(wall);
+    }
+
+    /// Server shutdown: every running job is asked to stop
+    /// (`reason: "server_shutdown"`). Returns the ids whose drivers must be woken.
+    pub fn shutdown(&mut self, now: Instant) -> Vec<JobId> {
+        let mut woken = Vec::new();
+        for (id, job) in &mut self.jobs {
+            if !job.state().is_final() {
+                job.handle_stop(EndReason::ServerShutdown, now);
+                woken.push(*id);
+            }
+        }
+        woken
+    }
+
+    /// A job dropped by retention, whose files the runtime deletes.
+    pub fn poll_expired(&mut self) -> Option<JobId> {
+        self.expired.pop()
+    }
+
+    fn prune(&mut self, wall: SystemTime) {
+        let limits = &self.config.limits;
+        let now_ms = wall.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let max_age_ms = limits.retention_s.saturating_mul(1000);
+        let mut excess = self.order.len().saturating_sub(limits.max_retained_jobs);
+        let jobs = &mut self.jobs;
+        let expired = &mut self.expired;
+        self.order.retain(|id| {
+            let Some(job) = jobs.get(id) else { return false };
+            if !job.state().is_final() || self.watchers.contains_key(id) {
+                return true;
+            }
+            let old = now_ms.saturating_sub(job.created_ms()) > max_age_ms;
+            if old || excess > 0 {
+                excess = excess.saturating_sub(1);
+                jobs.remove(id);
+                expired.push(*id);
+                return false;
+            }
+            true
+        });
+    }
+
+    fn commands_json(&self) -> Vec<CommandInfo<'_>> {
+        self.config
+            .commands
+            .iter()
+            .map(|(name, c)| CommandInfo {
+                name,
+                description: &c.description,
+                accepts_args: c.accepts_args(),
+                args: c.args.as_ref().map(|a| ArgsInfo { max: a.max, max_len: a.max_len, allow: a.allow.as_deref() }),
+            })
+            .collect()
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut by_state: BTreeMap<&str, u64> = ALL_STATES.iter().map(|s| (s.as_str(), 0)).collect();
+        for job in self.jobs.values() {
+            *by_state.entry(job.state().as_str()).or_default() += 1;
+        }
+        let m = &self.metrics;
+        let mut out = String::new();
+        out.push_str("# HELP spout_jobs Jobs held by the server, by state.\n# TYPE spout_jobs gauge\n");
+        for (state, n) in by_state {
+            let _ = writeln!(out, "spout_jobs{{state=\"{state}\"}} {n}");
+        }
+        for (name, kind, help, value) in [
+            ("spout_subscribers", "gauge", "Open event streams.", self.subscribers as u64),
+            ("spout_jobs_started_total", "counter", "Jobs started.", m.jobs_started),
+            ("spout_events_sent_total", "counter", "Events written to subscribers.", m.events_sent),
+            ("spout_bytes_sent_total", "counter", "Event-stream bytes written to subscribers.", m.bytes_sent),
+            ("spout_subscriber_drops_total", "counter", "Streams cut because the client went away.", m.drops),
+            ("spout_requests_total", "counter", "HTTP requests answered.", m.requests),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        out
+    }
+}
+
+fn no_such_job() -> ApiError {
+    ApiError::NotFound("no such job".into())
+}
+
+#[derive(Serialize)]
+struct CommandInfo<'a> {
+    name: &'a str,
+    description: &'a str,
+    accepts_args: bool,
+    args: Option<ArgsInfo<'a>>,
+}
+
+#[derive(Serialize)]
+struct ArgsInfo<'a> {
+    max: usize,
+    max_len: usize,
+    allow: Option<&'a [String]>,
+}
+
+/// The text of the output events still in a memory-only job's window.
+fn memory_log_text(job: &Job) -> String {
+    let log = job.log();
+    let mut text = String::new();
+    let mut decoder = crate::sse::Decoder::new();
+    for id in log.window_first()..=log.last_visible() {
+        if let Some(wire) = log.get(id) {
+            decoder.feed(wire);
+        }
+    }
+    while let Some(item) = decoder.poll() {
+        if let crate::sse::Item::Event(e) = item {
+            if e.event_type == "stdout" || e.event_type == "stderr" {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) {
+                    text.push_str(v["text"].as_str().unwrap_or(""));
+                }
+            }
+        }
+    }
+    text
+}
+
