@@ -302,7 +302,7 @@ impl SseSettings {
 pub fn parse(json: &str) -> Result<Config, ConfigError> {
     let mut de = serde_json::Deserializer::from_str(json);
     let Obj(raw): Obj<RawConfig> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
+        let path = format_path(e.path());
         ConfigError::new(path, e.into_inner().to_string())
     })?;
     // Trailing text after the object is a broken file, not something to ignore.
@@ -581,7 +581,7 @@ impl CommandSpec {
             }
         }
         for (key, value) in &self.env {
-            let key_path = format!("{path}.env.{key}");
+            let key_path = key_path(&format!("{path}.env"), key);
             no_nul(&key_path, key)?;
             if key.is_empty() {
                 return Err(ConfigError::new(
@@ -692,6 +692,34 @@ impl SseSettings {
             ));
         }
         Ok(())
+    }
+}
+
+/// Writes a serde path the way [`ConfigError::path`] documents it.
+fn format_path(path: &serde_path_to_error::Path) -> String {
+    let mut text = String::new();
+    for segment in path {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => text.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key }
+            | serde_path_to_error::Segment::Enum { variant: key } => text = key_path(&text, key),
+            serde_path_to_error::Segment::Unknown => text.push_str("[?]"),
+        }
+    }
+    if text.is_empty() {
+        text.push('.');
+    }
+    text
+}
+
+/// `parent.key`, or `parent["key"]` (escaped) when the key is empty or has
+/// characters that would make the path ambiguous or unprintable.
+fn key_path(parent: &str, key: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    match (key.is_empty() || !key.chars().all(plain), parent.is_empty()) {
+        (true, _) => format!("{parent}[{key:?}]"),
+        (false, true) => key.to_owned(),
+        (false, false) => format!("{parent}.{key}"),
     }
 }
 
@@ -1520,17 +1548,17 @@ mod tests {
             ),
             (
                 with_command(r#"{"argv": ["a"], "env": {"": "1"}}"#),
-                "commands.build.env.",
+                "commands.build.env[\"\"]",
                 "empty",
             ),
             (
                 with_command(r#"{"argv": ["a"], "env": {"A=B": "1"}}"#),
-                "commands.build.env.A=B",
+                "commands.build.env[\"A=B\"]",
                 "'='",
             ),
             (
                 with_command(r#"{"argv": ["a"], "env": {"A\u0000": "1"}}"#),
-                "commands.build.env.A\0",
+                "commands.build.env[\"A\\0\"]",
                 "NUL",
             ),
             (
@@ -1778,6 +1806,28 @@ mod tests {
     }
 
     #[test]
+    fn odd_keys_are_quoted_in_paths() {
+        let cases = [
+            (with_top(r#""": 1"#), r#"[""]"#),
+            (
+                with_command(r#"{"argv": ["a"], "time out": 1}"#),
+                r#"commands.build["time out"]"#,
+            ),
+            (
+                with_command(r#"{"argv": ["a"], "env": {"A\nB": 1}}"#),
+                r#"commands.build.env["A\nB"]"#,
+            ),
+            (
+                r#"{"commands": {"é": {"argv": 1}}}"#.to_owned(),
+                r#"commands["é"].argv"#,
+            ),
+        ];
+        for (text, path) in cases {
+            assert_eq!(parse(&text).unwrap_err().path, path, "{text}");
+        }
+    }
+
+    #[test]
     fn accepted_origin_forms() {
         for origin in [
             "https://a.example",
@@ -1949,6 +1999,64 @@ mod tests {
         assert_eq!(config.unwrap_err().path, "data_dir");
         let config = Config::load(&serve(None, None, false), None, "/bin/spout").unwrap();
         assert!(config.commands.contains_key("demo"));
+    }
+
+    /// A cheap stand-in for the fuzzer in `cargo test`: every one-byte deletion and
+    /// a few substitutions of the SPEC example keep `fuzz_config`'s invariants.
+    #[test]
+    fn mutations_of_the_spec_example_keep_invariants() {
+        let bytes = SPEC_EXAMPLE.as_bytes();
+        let mut accepted = 0;
+        for i in 0..bytes.len() {
+            let mut deleted = bytes.to_vec();
+            deleted.remove(i);
+            fuzz_config(&deleted);
+            for b in [b'0', b'-', b'"', b'\\', b'}', 0xff] {
+                let mut changed = bytes.to_vec();
+                changed[i] = b;
+                fuzz_config(&changed);
+                accepted += usize::from(parse(&String::from_utf8_lossy(&changed)).is_ok());
+            }
+        }
+        // Some substitutions (inside strings, digits in numbers) stay valid, so the
+        // Ok branch's checks ran too.
+        assert!(accepted > 100, "{accepted}");
+    }
+
+    /// The fuzz seeds stay what their names say: valid ones parse, broken ones are
+    /// refused at the field they break.
+    #[test]
+    fn fuzz_seeds() {
+        macro_rules! seed {
+            ($name:literal) => {
+                (
+                    $name,
+                    include_str!(concat!("../../fuzz/corpus/config/", $name)),
+                )
+            };
+        }
+        let cases = [
+            (seed!("spec-example.json"), None),
+            (seed!("minimal.json"), None),
+            (seed!("extensions.json"), None),
+            (seed!("open-listen.json"), None),
+            (
+                seed!("unknown-nested.json"),
+                Some("commands.build.timout_s"),
+            ),
+            (seed!("nul-argv.json"), Some("commands.build.argv[1]")),
+            (seed!("bad-listen.json"), Some("listen")),
+            (seed!("duplicate-command.json"), Some("commands")),
+            (seed!("array-limits.json"), Some("limits")),
+            (seed!("bad-origin.json"), Some("cors.allow_origins[0]")),
+            (seed!("odd-keys.json"), Some("[\"\"]")),
+        ];
+        for ((name, text), want) in cases {
+            fuzz_config(text.as_bytes());
+            let got = parse(text).err().map(|e| e.path);
+            assert_eq!(got.as_deref(), want, "{name}");
+        }
+        assert_eq!(parse(seed!("spec-example.json").1), parse(SPEC_EXAMPLE));
     }
 
     #[test]
