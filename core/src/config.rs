@@ -562,6 +562,7 @@ impl CommandSpec {
         for (i, arg) in self.argv.iter().enumerate() {
             no_nul(&format!("{path}.argv[{i}]"), arg)?;
         }
+        // invariant: argv is not empty, checked above.
         if self.argv[0].is_empty() {
             return Err(ConfigError::new(
                 format!("{path}.argv[0]"),
@@ -1259,6 +1260,7 @@ pub fn fuzz_config(data: &[u8]) {
             continue;
         };
         let sample = match &rule.allow {
+            // invariant: validate refuses an empty allow list.
             Some(allow) => allow[0].clone(),
             None => "x".to_owned(),
         };
