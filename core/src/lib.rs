@@ -5,6 +5,9 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod cli;
+pub mod config;
+pub mod demo;
 pub mod assembler;
 pub mod event;
 pub mod fuzzing;
