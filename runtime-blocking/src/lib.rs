@@ -14,4 +14,5 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod demo;
 pub mod os;
