@@ -104,6 +104,21 @@ pub enum Reply {
     },
 }
 
+/// What a raw-log response does next ([`Registry::raw_log_next`]).
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogNext {
+    /// Send the log's bytes up to this offset.
+    Read {
+        /// End offset (exclusive).
+        upto: u64,
+    },
+    /// Wait for the job to write more.
+    Wait,
+    /// End the response.
+    End,
+}
+
 /// Counters for `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Metrics {
@@ -250,6 +265,28 @@ impl Registry {
             },
             None => base,
         }
+    }
+
+    /// What a raw-log response at byte `offset` does next; `limit` is the log's
+    /// length when a non-follow request came (it ends there), `None` with `?follow=1`
+    /// (it ends when the job is complete and every byte is sent).
+    #[must_use]
+    pub fn raw_log_next(&self, id: JobId, offset: u64, limit: Option<u64>) -> LogNext {
+        let Some((len, complete)) = self.raw_log_len(id) else { return LogNext::End };
+        let upto = limit.map_or(len, |l| l.min(len));
+        if offset < upto {
+            LogNext::Read { upto }
+        } else if limit.is_some() || complete {
+            LogNext::End
+        } else {
+            LogNext::Wait
+        }
+    }
+
+    /// Jobs not yet over.
+    #[must_use]
+    pub fn running_jobs(&self) -> usize {
+        self.running()
     }
 
     fn running(&self) -> usize {

@@ -117,6 +117,8 @@ pub struct Subscriber {
     archive_at: Option<(u64, u64)>,
     archive_len: usize,
     ended: bool,
+    /// Events written so far (for metrics).
+    sent: u64,
 }
 
 impl Subscriber {
@@ -149,6 +151,7 @@ impl Subscriber {
             archive_at: None,
             archive_len: ARCHIVE_READ_BYTES,
             ended: false,
+            sent: 0,
         };
         if let Some(text) = params.last_event_id {
             let cursor = Cursor::parse(text).map_err(|e| {
@@ -175,6 +178,12 @@ impl Subscriber {
             }
         }
         Ok(sub)
+    }
+
+    /// How many events this subscriber has written (heartbeats not counted).
+    #[must_use]
+    pub fn events_sent(&self) -> u64 {
+        self.sent
     }
 
     /// The next id this subscriber will send.
@@ -207,6 +216,7 @@ impl Subscriber {
             if let Some(wire) = log.get(self.next) {
                 buf.extend_from_slice(wire);
                 self.next += 1;
+                self.sent += 1;
                 continue;
             }
             // `next` has left the memory window.
@@ -287,6 +297,7 @@ impl Subscriber {
             if record.id.get() == self.next {
                 buf.extend_from_slice(record.wire);
                 self.next += 1;
+                self.sent += 1;
             }
         }
         self.archive_at = (pos_id > first.get()).then_some((pos, pos_id));
@@ -311,6 +322,7 @@ impl Subscriber {
             if to >= from {
                 event::encode_gap(from_id, to_id, buf);
                 self.next = to + 1;
+                self.sent += 1;
             }
         }
     }

@@ -15,4 +15,5 @@
 
 pub mod archive;
 pub mod demo;
+pub mod driver;
 pub mod os;

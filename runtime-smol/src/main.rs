@@ -1,13 +1,48 @@
-//! `spout`: the default server on smol (being written).
+//! `spout`: run declared commands as jobs and stream their output over
+//! Server-Sent Events — the default server, on smol.
+//!
+//! This binary is a thin loop around `spout-core`: the core decides, this crate
+//! moves bytes (sockets, pipes, files) and reads the clock. Run with:
+//!
+//! ```text
+//! cargo run --release            # demo commands on 127.0.0.1:8080
+//! spout serve --config spout.json
+//! ```
 
-#[allow(dead_code)]
 mod clock;
-#[allow(dead_code)]
 mod http;
-#[allow(dead_code)]
+mod job;
 mod process;
+mod serve;
+mod stream;
 
-fn main() {
-    eprintln!("spout: server not built yet");
-    std::process::exit(2);
+use spout_core::cli::{self, Cli, Program};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match cli::parse(&args, Program::Spout) {
+        Ok(Cli::Serve(options)) => serve::run(&options),
+        Ok(Cli::Demo(args)) => spout_blocking::demo::run(&args),
+        Ok(Cli::Help(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Cli::Version) => {
+            println!("spout {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Ok(Cli::Run { .. } | Cli::Tail { .. }) => {
+            eprintln!("spout: `run` and `tail` are not built yet; use curl -N on /jobs/ID/events meanwhile");
+            ExitCode::from(2)
+        }
+        Ok(other) => {
+            eprintln!("spout: unsupported command {other:?}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("spout: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,0 +1,148 @@
+//! One task per job: spawns the process, reads its pipes, and feeds everything to
+//! the core's `Job`, carrying out what it asks (through the shared driver) until
+//! the job is over.
+
+use crate::{clock, process};
+use async_channel::{Receiver, Sender};
+use futures_lite::future;
+use smol::{Task, Timer};
+use spout_blocking::driver::{log, JobIo, Outcome, Shared};
+use spout_core::event::{ExitStatus, Stream};
+use spout_core::registry::SpawnPlan;
+use spout_core::JobId;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the pipe readers and the waiter tell the job's task.
+enum Msg {
+    Out(Stream, Vec<u8>),
+    Eof(Stream),
+    Exit(Option<i32>, Option<i32>),
+}
+
+/// How much one pipe read takes.
+const READ_BYTES: usize = 64 * 1024;
+
+/// Starts the task that runs job `id`.
+pub fn start(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
+    smol::spawn(drive(shared, id, plan)).detach();
+}
+
+async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
+    // A small bound: a job that writes faster than we archive is slowed by its
+    // pipe, not buffered in our memory.
+    let (tx, rx) = async_channel::bounded::<Msg>(8);
+    let mut io = match JobIo::create(&shared, id) {
+        Ok(io) => io,
+        Err(e) => {
+            log(&format!("job {id}: cannot create its archive: {e}"));
+            JobIo::without_files(id)
+        }
+    };
+    let mut readers: Vec<Task<()>> = Vec::new();
+    let mut _waiter: Option<Task<()>> = None;
+    let now = clock::now();
+    let mut outcome = match process::spawn(&plan.argv, plan.cwd.as_deref(), &plan.env) {
+        Ok(spawned) => {
+            let (stdout, stderr, waiter) = spawned.into_parts();
+            let pid = waiter.pid();
+            io.set_pgid(pid);
+            log(&format!("job {id}: started {:?} (pid {pid})", plan.argv));
+            readers.push(smol::spawn(read_pipe(stdout, Stream::Stdout, tx.clone())));
+            readers.push(smol::spawn(read_pipe(stderr, Stream::Stderr, tx.clone())));
+            _waiter = Some(smol::spawn(wait_child(waiter, tx.clone())));
+            io.with_job(&shared, now, |job| job.handle_spawned(pid, now, clock::wall()))
+        }
+        Err(e) => {
+            log(&format!("job {id}: could not start {:?}: {e}", plan.argv));
+            io.with_job(&shared, now, |job| job.handle_spawn_failed(&e.to_string(), now, clock::wall()))
+        }
+    };
+    drop(tx);
+    let waker = shared.waker(id);
+    loop {
+        if outcome.stop_reading {
+            readers.clear(); // dropping a task cancels it and closes its pipe
+        }
+        if outcome.finished {
+            break;
+        }
+        let listener = waker.listen();
+        let deadline = shared.lock().job(id).and_then(|job| job.poll_timeout());
+        let msg = next_msg(&rx, listener, deadline).await;
+        let now = clock::now();
+        let a = match msg {
+            Some(Msg::Out(stream, bytes)) => io.output(&shared, stream, &bytes, now),
+            Some(Msg::Eof(stream)) => io.with_job(&shared, now, |job| job.handle_eof(stream, now)),
+            Some(Msg::Exit(code, signal)) => {
+                io.with_job(&shared, now, |job| job.handle_exit(ExitStatus { code, signal }, now))
+            }
+            None => Outcome::default(),
+        };
+        // Deadlines are checked after every input too, so a steady stream of output
+        // cannot starve them.
+        let b = io.with_job(&shared, now, |job| job.handle_timeout(now));
+        outcome = Outcome {
+            stop_reading: outcome.stop_reading || a.stop_reading || b.stop_reading,
+            finished: a.finished || b.finished,
+        };
+    }
+    let state = shared.lock().job(id).map(|job| job.state().as_str());
+    log(&format!("job {id}: ended ({})", state.unwrap_or("dropped")));
+    shared.lock().job_finished(clock::wall());
+    shared.remove_expired();
+}
+
+/// The next input: a message, a wake-up (stop request, shutdown), or a deadline.
+async fn next_msg(rx: &Receiver<Msg>, listener: event_listener::EventListener, deadline: Option<Instant>) -> Option<Msg> {
+    let recv = async {
+        match rx.recv().await {
+            Ok(msg) => Some(msg),
+            // Every sender is gone (pipes closed, child reaped): only wake-ups and
+            // deadlines remain.
+            Err(_) => future::pending().await,
+        }
+    };
+    let woken = async {
+        listener.await;
+        None
+    };
+    let timer = async {
+        match deadline {
+            Some(t) => {
+                Timer::at(t).await;
+            }
+            None => future::pending::<()>().await,
+        }
+        None
+    };
+    future::or(recv, future::or(woken, timer)).await
+}
+
+async fn read_pipe<R: futures_lite::AsyncRead + Unpin>(mut pipe: R, stream: Stream, tx: Sender<Msg>) {
+    let mut buf = vec![0u8; READ_BYTES];
+    loop {
+        match process::read_some(&mut pipe, &mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = tx.send(Msg::Eof(stream)).await;
+                return;
+            }
+            Ok(n) => {
+                if tx.send(Msg::Out(stream, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn wait_child(mut waiter: process::Waiter, tx: Sender<Msg>) {
+    let (code, signal) = match waiter.wait().await {
+        Ok(status) => status,
+        Err(e) => {
+            log(&format!("pid {}: wait failed: {e}", waiter.pid()));
+            (None, None)
+        }
+    };
+    let _ = tx.send(Msg::Exit(code, signal)).await;
+}
