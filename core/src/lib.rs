@@ -10,5 +10,6 @@ pub mod id;
 pub mod json;
 pub mod sse;
 pub mod event;
+pub mod http;
 
 pub use id::{Cursor, EventId, JobId};
