@@ -5,16 +5,18 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod assembler;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod assembler;
 pub mod event;
 pub mod fuzzing;
+pub mod http;
 pub mod id;
 pub mod job;
 pub mod json;
 pub mod log;
+pub mod registry;
 pub mod sse;
 pub mod subscriber;
 

@@ -20,14 +20,14 @@ use crate::config::{CommandSpec, Config};
 use crate::event::EndReason;
 use crate::http::{self, ApiError, Request, Response, ResponseHead, Route};
 use crate::id::JobId;
-use crate::job::{Job, JobSettings, State, ALL_STATES};
+use crate::job::{Job, JobSettings, ALL_STATES};
 use crate::log::Persistence;
 use crate::subscriber::{Refusal, StreamSettings, SubscribeParams, Subscriber};
 use crate::assembler::AssemblerConfig;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 /// The built-in viewer page, embedded in both binaries.
 pub const VIEWER_HTML: &str = include_str!("viewer.html");
@@ -295,12 +295,22 @@ impl Registry {
 
     // ---- requests ----
 
-    /// Answers one request whose body (if any) has been read. `req.headers` are as
-    /// the client sent them.
-    pub fn handle(&mut self, req: &Request<'_>, body: &[u8], inputs: Inputs) -> Reply {
+    /// Runs every check on a request head before its body is read (framing,
+    /// target, route, CORS, token): either answer at once, or read the body the
+    /// [`http::Admitted`] describes and call [`Registry::handle`].
+    pub fn admit(&mut self, req: &Request<'_>) -> http::Admission {
+        let admission = http::admit(req, &self.auth, &self.cors, http::MAX_BODY);
+        if matches!(admission, http::Admission::Respond(_)) {
+            self.metrics.requests += 1;
+        }
+        admission
+    }
+
+    /// Answers an admitted request whose body (if any) has been read.
+    pub fn handle(&mut self, req: &Request<'_>, admitted: http::Admitted, body: &[u8], inputs: Inputs) -> Reply {
         self.metrics.requests += 1;
-        let cors = self.cors.cors_headers(req);
-        match self.decide(req, body, inputs) {
+        let cors = admitted.cors_headers.clone();
+        match self.decide(req, &admitted, body, inputs) {
             Ok(mut reply) => {
                 match &mut reply {
                     Reply::Full(r) | Reply::Spawn { response: r, .. } | Reply::Stopping { response: r, .. } => {
@@ -314,18 +324,9 @@ impl Registry {
         }
     }
 
-    fn decide(&mut self, req: &Request<'_>, body: &[u8], inputs: Inputs) -> Result<Reply, ApiError> {
-        let (path, query_text) = http::split_target(req.target)?;
-        let query = http::Query::parse(query_text);
-        let route = http::route(req.method, path)?;
-        if route == Route::Preflight {
-            return Ok(Reply::Full(self.cors.preflight(req, http::route_methods(path))));
-        }
-        self.cors.check_origin(req)?;
-        if let Some(scope) = http::required_scope(route) {
-            self.auth.authorize(req, &query, scope)?;
-        }
-        match route {
+    fn decide(&mut self, req: &Request<'_>, admitted: &http::Admitted, body: &[u8], inputs: Inputs) -> Result<Reply, ApiError> {
+        let query = &admitted.query;
+        match admitted.route {
             Route::Index => Ok(Reply::Full(Response::html(VIEWER_HTML))),
             Route::Healthz => Ok(Reply::Full(Response::text(200, "text/plain; charset=utf-8", "ok\n"))),
             Route::Metrics => Ok(Reply::Full(Response::text(
@@ -357,7 +358,7 @@ impl Registry {
                     });
                 }
                 let params = SubscribeParams {
-                    last_event_id: http::last_event_id(req, &query)?,
+                    last_event_id: http::last_event_id(req, query),
                     tail: query.get("tail"),
                     heartbeat_event: match query.get("heartbeat") {
                         None => None,
@@ -395,7 +396,7 @@ impl Registry {
                 // Memory mode keeps no raw bytes: the text of the events still held.
                 Ok(Reply::Full(Response::text(200, "text/plain; charset=utf-8", memory_log_text(job))))
             }
-            Route::Preflight => unreachable!("handled above"),
+            Route::Preflight => Ok(Reply::Full(Response::no_content())),
         }
     }
 

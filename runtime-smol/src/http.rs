@@ -72,17 +72,7 @@ pub struct Head {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// How a request's body is delimited. The core decides this from the headers;
-/// this mirrors `spout_core::http::BodyFraming` until the two are joined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyFraming {
-    /// No body.
-    None,
-    /// Exactly this many bytes (`Content-Length`).
-    Length(usize),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-}
+pub use spout_core::http::BodyFraming;
 
 /// What went wrong while reading a request.
 #[derive(Debug)]
@@ -152,11 +142,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// The underlying stream, e.g. to set socket options or watch for a close.
-    /// Bytes already buffered here are not visible through it.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.stream
-    }
 
     /// Reads the next request head.
     ///

@@ -36,10 +36,6 @@ fn main() -> ExitCode {
             eprintln!("spout: `run` and `tail` are not built yet; use curl -N on /jobs/ID/events meanwhile");
             ExitCode::from(2)
         }
-        Ok(other) => {
-            eprintln!("spout: unsupported command {other:?}");
-            ExitCode::from(2)
-        }
         Err(e) => {
             eprintln!("spout: {e}");
             ExitCode::from(2)

@@ -21,6 +21,7 @@ use spout_blocking::os::{self, Signal};
 #[derive(Debug)]
 pub struct Spawned {
     /// The child's pid, which is also the id of the job's process group.
+    #[cfg_attr(not(test), allow(dead_code))] // the server takes it from the Waiter
     pub pid: u32,
     /// The child's stdout.
     pub stdout: ChildStdout,
@@ -75,6 +76,7 @@ impl Spawned {
     /// # Errors
     ///
     /// The OS error of waiting.
+    #[cfg_attr(not(test), allow(dead_code))] // the server splits with into_parts
     pub async fn wait(&mut self) -> io::Result<(Option<i32>, Option<i32>)> {
         self.waiter.wait().await
     }
@@ -114,6 +116,7 @@ impl Waiter {
     /// # Errors
     ///
     /// The OS error of waiting.
+    #[cfg_attr(not(test), allow(dead_code))] // the server splits with into_parts
     pub async fn wait(&mut self) -> io::Result<(Option<i32>, Option<i32>)> {
         let status = self.child.status().await?;
         self.reaped = true;

@@ -1,0 +1,227 @@
+//! `spout serve`: start-up (config, archive, restore), the accept loop, one task
+//! per connection moving requests to the core and its answers back, and a clean
+//! shutdown on SIGINT/SIGTERM.
+
+use crate::http::{Conn, Limits, ReadError};
+use crate::{clock, job, stream};
+use anyhow::{anyhow, Context as _};
+use futures_lite::{future, StreamExt};
+use smol::net::{TcpListener, TcpStream};
+use smol::Timer;
+use spout_blocking::archive::ArchiveDir;
+use spout_blocking::driver::{self, log, Shared};
+use spout_blocking::os;
+use spout_core::cli::ServeOptions;
+use spout_core::config::Config;
+use spout_core::http::{self, Admission, ReadFailure, Request};
+use spout_core::registry::{Inputs, Registry, Reply};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs the server until SIGINT/SIGTERM. Exit code 0 after a clean shutdown, 2 for
+/// a config that is refused, 1 for other start-up failures.
+pub fn run(options: &ServeOptions) -> ExitCode {
+    let config = match load_config(options) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("spout: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spout: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(options: &ServeOptions) -> anyhow::Result<Config> {
+    let text = match &options.config {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("cannot read config file {path}"))?),
+        None => None,
+    };
+    let exe = std::env::current_exe().context("cannot find the spout executable")?;
+    Config::load(options, text.as_deref(), &exe.to_string_lossy()).map_err(|e| anyhow!("config refused: {e}"))
+}
+
+/// The answer inputs the core needs from the world.
+fn inputs() -> Inputs {
+    Inputs { now: clock::now(), wall: clock::wall(), random: clock::job_id_bytes() }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let _ = os::raise_nofile_limit();
+    os::try_random_bytes().context("the OS gives no randomness for job ids")?;
+    let archive = if config.memory {
+        None
+    } else {
+        Some(ArchiveDir::open(&config.data_dir).with_context(|| format!("cannot use data dir {}", config.data_dir))?)
+    };
+    let listen = config.listen;
+    let commands: Vec<String> = config.commands.keys().cloned().collect();
+    let mode = archive.as_ref().map_or("memory only".to_string(), |a| format!("archive {}", a.root().display()));
+    let shared = Shared::new(Registry::new(config)?, archive);
+    let restored = driver::restore(&shared, clock::now(), clock::wall(), clock::job_id_bytes())
+        .context("cannot read the archive")?;
+    smol::block_on(async {
+        let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        log(&format!("listening on http://{addr}"));
+        log(&format!("commands: {}; {mode}; {restored} archived jobs", commands.join(", ")));
+        let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .context("cannot handle SIGTERM/SIGINT")?;
+        loop {
+            let accept = async { Some(listener.accept().await) };
+            let signal = async {
+                signals.next().await;
+                None
+            };
+            match future::or(accept, signal).await {
+                Some(Ok((stream, _))) => {
+                    smol::spawn(connection(shared.clone(), stream)).detach();
+                }
+                Some(Err(e)) => {
+                    // Out of descriptors (EMFILE) and the like: wait instead of
+                    // spinning; service resumes when descriptors come back.
+                    log(&format!("accept failed: {e}"));
+                    Timer::after(Duration::from_millis(100)).await;
+                }
+                None => break,
+            }
+        }
+        drop(listener);
+        shutdown(&shared).await;
+        anyhow::Ok(())
+    })
+}
+
+/// Stops every running job (SIGTERM to its group, SIGKILL after the grace), waits
+/// for their `exit` to be archived, and gives open streams a moment to send it.
+async fn shutdown(shared: &Shared) {
+    let woken = shared.lock().shutdown(clock::now());
+    log(&format!("shutting down: stopping {} running jobs", woken.len()));
+    for id in &woken {
+        shared.notify(*id);
+    }
+    let bound = clock::now() + Duration::from_secs(60);
+    while shared.lock().running_jobs() > 0 && clock::now() < bound {
+        Timer::after(Duration::from_millis(20)).await;
+    }
+    let deadline = clock::now() + Duration::from_secs(2);
+    while shared.lock().subscribers() > 0 && clock::now() < deadline {
+        Timer::after(Duration::from_millis(20)).await;
+    }
+    log("stopped");
+}
+
+fn failure(e: &ReadError) -> ReadFailure {
+    match e {
+        ReadError::Closed | ReadError::Idle | ReadError::Io(_) => ReadFailure::Gone,
+        ReadError::Timeout => ReadFailure::Timeout,
+        ReadError::HeadTooLarge | ReadError::TooManyHeaders => ReadFailure::HeadTooLarge,
+        ReadError::Malformed(why) => ReadFailure::Malformed(why),
+        ReadError::BodyTooLarge => ReadFailure::BodyTooLarge,
+        ReadError::BadChunk => ReadFailure::BadChunk,
+    }
+}
+
+/// One connection: requests in, the core's answers out, until either side closes.
+async fn connection(shared: Arc<Shared>, stream: TcpStream) {
+    let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let mut conn = Conn::new(stream.clone());
+    let limits = Limits::default();
+    let mut out = Vec::new();
+    loop {
+        let head = match conn.read_head(&limits).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => {
+                if let Some(response) = failure(&e).response() {
+                    out.clear();
+                    response.encode(false, &mut out);
+                    let _ = conn.write_all(&out).await;
+                    log(&format!("{peer} bad request: {e} -> {}", response.head.status));
+                }
+                return;
+            }
+        };
+        let headers: Vec<(&str, &[u8])> = head.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let req = Request { method: &head.method, target: &head.target, headers: &headers };
+        let keep_alive = http::keep_alive(&req, head.version);
+        let admission = shared.lock().admit(&req);
+        let admitted = match admission {
+            Admission::Respond(response) => {
+                out.clear();
+                response.encode(req.is_head(), &mut out);
+                log(&format!("{peer} {} {} -> {}", head.method, path_of(&head.target), response.head.status));
+                if conn.write_all(&out).await.is_err() || response.closes_connection() || !keep_alive {
+                    return;
+                }
+                continue;
+            }
+            Admission::Handle(admitted) => admitted,
+        };
+        if admitted.expect_continue && conn.send_continue().await.is_err() {
+            return;
+        }
+        let body = match conn.read_body(admitted.framing, http::MAX_BODY, http::BODY_TIMEOUT).await {
+            Ok(body) => body,
+            Err(e) => {
+                if let Some(response) = failure(&e).response() {
+                    out.clear();
+                    response.encode(false, &mut out);
+                    let _ = conn.write_all(&out).await;
+                }
+                return;
+            }
+        };
+        let head_only = admitted.head_only;
+        let reply = shared.lock().handle(&req, admitted, &body, inputs());
+        let status = match &reply {
+            Reply::Full(r) | Reply::Spawn { response: r, .. } | Reply::Stopping { response: r, .. } => r.head.status,
+            Reply::Stream { head, .. } | Reply::RawLog { head, .. } => head.status,
+            _ => 500,
+        };
+        log(&format!("{peer} {} {} -> {status}", head.method, path_of(&head.target)));
+        let response = match reply {
+            Reply::Full(r) => r,
+            Reply::Spawn { response, job, plan } => {
+                job::start(shared.clone(), job, plan);
+                response
+            }
+            Reply::Stopping { response, job } => {
+                shared.notify(job);
+                response
+            }
+            Reply::Stream { head, job, subscriber } => {
+                if head_only {
+                    shared.lock().unsubscribe(job, false, clock::now());
+                    out.clear();
+                    head.encode(&mut out);
+                    let _ = conn.write_all(&out).await;
+                    return;
+                }
+                stream::events(&shared, &stream, head, job, subscriber).await;
+                return;
+            }
+            Reply::RawLog { head, job, follow } => {
+                stream::raw_log(&shared, &stream, head, job, follow).await;
+                return;
+            }
+            _ => return,
+        };
+        out.clear();
+        response.encode(head_only, &mut out);
+        if conn.write_all(&out).await.is_err() || response.closes_connection() || !keep_alive {
+            return;
+        }
+    }
+}
+
+/// The path of a target, for log lines (the query may hold a token).
+fn path_of(target: &str) -> &str {
+    target.split('?').next().unwrap_or(target)
+}
