@@ -9,10 +9,11 @@
 //!    character at the end of what was read waits for the next bytes; at end of stream
 //!    it becomes U+FFFD.
 //! 2. An event carries whole lines, and every whole line held is sent at the next
-//!    poll, so lines that arrive together travel together. A line ends at LF, or at a
-//!    CR not followed by LF: progress bars redraw with `\r` and never write `\n`, and
-//!    must still stream. A CR that is the last byte held waits, because the next byte
-//!    may be the LF of a CRLF. The text itself is always exact: CRs are kept.
+//!    poll, so lines that arrive together travel together. A line ends at LF only: a
+//!    progress bar that redraws with `\r` is a partial line (as SPEC.md says), so the
+//!    redraws of one partial-line delay travel together in one event rather than as a
+//!    lone `"\r"` and then the bar. It still streams, by rule 3. The text itself is
+//!    always exact: CRs are kept.
 //! 3. A partial line is sent when the partial-line delay has passed since its *first*
 //!    byte arrived (not after a quiet period: a process that writes a dot every 10 ms
 //!    is never quiet, and must still be seen within the delay).
@@ -283,16 +284,7 @@ impl Assembler {
     }
 
     fn is_line_end(&self, i: usize) -> bool {
-        let bytes = self.held.as_bytes();
-        match bytes[i] {
-            b'\n' => true,
-            b'\r' => match bytes.get(i + 1) {
-                Some(&next) => next != b'\n',
-                // A held incomplete character is not an LF.
-                None => !self.tail.is_empty(),
-            },
-            _ => false,
-        }
+        self.held.as_bytes()[i] == b'\n'
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -313,8 +305,6 @@ impl Assembler {
         let lines = if self.lines_end > self.start && self.lines_end <= window_end {
             Some(self.lines_end)
         } else {
-            // A CR at the window's last byte sees the byte after it, so a CRLF is
-            // never cut in two.
             self.last_line_end(self.start, window_end)
         };
         match lines {

@@ -16,6 +16,7 @@
 //!    are dropped and named by [`Registry::poll_expired`] so the runtime deletes
 //!    their files.
 
+use crate::assembler::AssemblerConfig;
 use crate::config::{CommandSpec, Config};
 use crate::event::EndReason;
 use crate::http::{self, ApiError, Request, Response, ResponseHead, Route};
@@ -23,7 +24,6 @@ use crate::id::JobId;
 use crate::job::{Job, JobSettings, ALL_STATES};
 use crate::log::Persistence;
 use crate::subscriber::{Refusal, StreamSettings, SubscribeParams, Subscriber};
-use crate::assembler::AssemblerConfig;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -172,12 +172,16 @@ impl Registry {
             .tokens
             .iter()
             .map(|t| {
-                (t.token.clone(), t.allows(crate::config::Scope::Start), t.allows(crate::config::Scope::Watch))
+                (
+                    t.token.clone(),
+                    t.allows(crate::config::Scope::Start),
+                    t.allows(crate::config::Scope::Watch),
+                )
             })
             .collect();
         let auth = http::Auth::new(&tokens).map_err(|e| SetupError(format!("tokens: {e}")))?;
-        let cors =
-            http::Cors::new(config.cors.allow_origins.clone()).map_err(|e| SetupError(format!("cors: {e}")))?;
+        let cors = http::Cors::new(config.cors.allow_origins.clone())
+            .map_err(|e| SetupError(format!("cors: {e}")))?;
         let stream = StreamSettings {
             retry_ms: config.sse.retry_ms,
             heartbeat: config.sse.heartbeat(),
@@ -251,7 +255,11 @@ impl Registry {
                 partial_line_delay: self.config.sse.partial_line_delay(),
                 max_event_bytes: self.config.sse.max_event_bytes,
             },
-            persistence: if self.config.memory { Persistence::Memory } else { Persistence::Archive },
+            persistence: if self.config.memory {
+                Persistence::Memory
+            } else {
+                Persistence::Archive
+            },
             window_bytes: self.config.limits.memory_window_bytes,
             ..JobSettings::default()
         };
@@ -272,7 +280,9 @@ impl Registry {
     /// (it ends when the job is complete and every byte is sent).
     #[must_use]
     pub fn raw_log_next(&self, id: JobId, offset: u64, limit: Option<u64>) -> LogNext {
-        let Some((len, complete)) = self.raw_log_len(id) else { return LogNext::End };
+        let Some((len, complete)) = self.raw_log_len(id) else {
+            return LogNext::End;
+        };
         let upto = limit.map_or(len, |l| l.min(len));
         if offset < upto {
             LogNext::Read { upto }
@@ -307,16 +317,26 @@ impl Registry {
     }
 
     /// Answers an admitted request whose body (if any) has been read.
-    pub fn handle(&mut self, req: &Request<'_>, admitted: http::Admitted, body: &[u8], inputs: Inputs) -> Reply {
+    pub fn handle(
+        &mut self,
+        req: &Request<'_>,
+        admitted: http::Admitted,
+        body: &[u8],
+        inputs: Inputs,
+    ) -> Reply {
         self.metrics.requests += 1;
         let cors = admitted.cors_headers.clone();
         match self.decide(req, &admitted, body, inputs) {
             Ok(mut reply) => {
                 match &mut reply {
-                    Reply::Full(r) | Reply::Spawn { response: r, .. } | Reply::Stopping { response: r, .. } => {
+                    Reply::Full(r)
+                    | Reply::Spawn { response: r, .. }
+                    | Reply::Stopping { response: r, .. } => {
                         r.head.headers.extend(cors);
                     }
-                    Reply::Stream { head, .. } | Reply::RawLog { head, .. } => head.headers.extend(cors),
+                    Reply::Stream { head, .. } | Reply::RawLog { head, .. } => {
+                        head.headers.extend(cors)
+                    }
                 }
                 reply
             }
@@ -324,11 +344,21 @@ impl Registry {
         }
     }
 
-    fn decide(&mut self, req: &Request<'_>, admitted: &http::Admitted, body: &[u8], inputs: Inputs) -> Result<Reply, ApiError> {
+    fn decide(
+        &mut self,
+        req: &Request<'_>,
+        admitted: &http::Admitted,
+        body: &[u8],
+        inputs: Inputs,
+    ) -> Result<Reply, ApiError> {
         let query = &admitted.query;
         match admitted.route {
             Route::Index => Ok(Reply::Full(Response::html(VIEWER_HTML))),
-            Route::Healthz => Ok(Reply::Full(Response::text(200, "text/plain; charset=utf-8", "ok\n"))),
+            Route::Healthz => Ok(Reply::Full(Response::text(
+                200,
+                "text/plain; charset=utf-8",
+                "ok\n",
+            ))),
             Route::Metrics => Ok(Reply::Full(Response::text(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -336,7 +366,13 @@ impl Registry {
             ))),
             Route::Commands => Ok(Reply::Full(Response::json(200, &self.commands_json()))),
             Route::ListJobs => {
-                let list: Vec<_> = self.order.iter().rev().filter_map(|id| self.jobs.get(id)).map(Job::status).collect();
+                let list: Vec<_> = self
+                    .order
+                    .iter()
+                    .rev()
+                    .filter_map(|id| self.jobs.get(id))
+                    .map(Job::status)
+                    .collect();
                 Ok(Reply::Full(Response::json(200, &list)))
             }
             Route::CreateJob => self.create_job(req, body, inputs),
@@ -344,16 +380,25 @@ impl Registry {
             Route::StopJob(id) => {
                 let job = self.jobs.get_mut(&id).ok_or_else(no_such_job)?;
                 if job.state().is_final() {
-                    return Err(ApiError::Conflict(format!("job {id} has already ended ({})", job.state().as_str())));
+                    return Err(ApiError::Conflict(format!(
+                        "job {id} has already ended ({})",
+                        job.state().as_str()
+                    )));
                 }
                 job.handle_stop(EndReason::Stopped, inputs.now);
-                Ok(Reply::Stopping { response: Response::json(202, &job.status()), job: id })
+                Ok(Reply::Stopping {
+                    response: Response::json(202, &job.status()),
+                    job: id,
+                })
             }
             Route::JobEvents(id) => {
                 let job = self.jobs.get(&id).ok_or_else(no_such_job)?;
                 if self.subscribers >= self.config.limits.max_subscribers {
                     return Err(ApiError::Unavailable {
-                        message: format!("the server has its maximum of {} subscribers", self.subscribers),
+                        message: format!(
+                            "the server has its maximum of {} subscribers",
+                            self.subscribers
+                        ),
                         retry_after: RETRY_AFTER_S,
                     });
                 }
@@ -371,7 +416,12 @@ impl Registry {
                         }
                     },
                 };
-                let jitter = u32::from_le_bytes([inputs.random[0], inputs.random[1], inputs.random[2], inputs.random[3]]);
+                let jitter = u32::from_le_bytes([
+                    inputs.random[0],
+                    inputs.random[1],
+                    inputs.random[2],
+                    inputs.random[3],
+                ]);
                 match Subscriber::open(job.log(), &params, &self.stream, jitter, inputs.now) {
                     Ok(subscriber) => {
                         self.subscribers += 1;
@@ -381,7 +431,11 @@ impl Registry {
                         if let Some(job) = self.jobs.get_mut(&id) {
                             job.handle_watchers(n, inputs.now);
                         }
-                        Ok(Reply::Stream { head: http::sse_head(), job: id, subscriber })
+                        Ok(Reply::Stream {
+                            head: http::sse_head(),
+                            job: id,
+                            subscriber,
+                        })
                     }
                     Err(Refusal::NoContent) => Ok(Reply::Full(Response::no_content())),
                     Err(Refusal::BadRequest(m)) => Err(ApiError::BadRequest(m)),
@@ -391,10 +445,18 @@ impl Registry {
                 let job = self.get(id)?;
                 let follow = matches!(query.get("follow"), Some("1" | "true" | "yes"));
                 if job.log().persistence() == Persistence::Archive {
-                    return Ok(Reply::RawLog { head: http::chunked_text_head(), job: id, follow });
+                    return Ok(Reply::RawLog {
+                        head: http::chunked_text_head(),
+                        job: id,
+                        follow,
+                    });
                 }
                 // Memory mode keeps no raw bytes: the text of the events still held.
-                Ok(Reply::Full(Response::text(200, "text/plain; charset=utf-8", memory_log_text(job))))
+                Ok(Reply::Full(Response::text(
+                    200,
+                    "text/plain; charset=utf-8",
+                    memory_log_text(job),
+                )))
             }
             Route::Preflight => Ok(Reply::Full(Response::no_content())),
         }
@@ -404,12 +466,22 @@ impl Registry {
         self.jobs.get(&id).ok_or_else(no_such_job)
     }
 
-    fn create_job(&mut self, req: &Request<'_>, body: &[u8], inputs: Inputs) -> Result<Reply, ApiError> {
+    fn create_job(
+        &mut self,
+        req: &Request<'_>,
+        body: &[u8],
+        inputs: Inputs,
+    ) -> Result<Reply, ApiError> {
         let request = http::parse_job_request(req, body)?;
         let command = self.config.commands.get(&request.command).ok_or_else(|| {
-            ApiError::BadRequest(format!("unknown command {:?}; GET /commands lists them", request.command))
+            ApiError::BadRequest(format!(
+                "unknown command {:?}; GET /commands lists them",
+                request.command
+            ))
         })?;
-        let argv = command.build_argv(&request.args).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let argv = command
+            .build_argv(&request.args)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let running = self.running();
         if running >= self.config.limits.max_running_jobs {
             return Err(ApiError::TooManyRequests {
@@ -421,13 +493,22 @@ impl Registry {
         if self.jobs.contains_key(&id) {
             return Err(ApiError::Internal);
         }
-        let plan = SpawnPlan { argv: argv.clone(), cwd: command.cwd.clone(), env: command.env.clone() };
+        let plan = SpawnPlan {
+            argv: argv.clone(),
+            cwd: command.cwd.clone(),
+            env: command.env.clone(),
+        };
         let settings = self.job_settings(Some(command));
         let job = Job::new(id, request.command.clone(), argv, settings, inputs.wall);
-        let response = Response::json(201, &job.status()).with_header("Location", format!("/jobs/{id}"));
+        let response =
+            Response::json(201, &job.status()).with_header("Location", format!("/jobs/{id}"));
         self.insert(job, inputs);
         self.metrics.jobs_started += 1;
-        Ok(Reply::Spawn { response, job: id, plan })
+        Ok(Reply::Spawn {
+            response,
+            job: id,
+            plan,
+        })
     }
 
     // ---- runtime reports ----
@@ -437,7 +518,8 @@ impl Registry {
         self.insert(job, inputs);
         // Keep creation order whatever order the directory listed them in.
         let jobs = &self.jobs;
-        self.order.sort_by_key(|id| jobs.get(id).map_or(0, Job::created_ms));
+        self.order
+            .sort_by_key(|id| jobs.get(id).map_or(0, Job::created_ms));
     }
 
     fn insert(&mut self, job: Job, inputs: Inputs) {
@@ -496,13 +578,17 @@ impl Registry {
 
     fn prune(&mut self, wall: SystemTime) {
         let limits = &self.config.limits;
-        let now_ms = wall.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_ms = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let max_age_ms = limits.retention_s.saturating_mul(1000);
         let mut excess = self.order.len().saturating_sub(limits.max_retained_jobs);
         let jobs = &mut self.jobs;
         let expired = &mut self.expired;
         self.order.retain(|id| {
-            let Some(job) = jobs.get(id) else { return false };
+            let Some(job) = jobs.get(id) else {
+                return false;
+            };
             if !job.state().is_final() || self.watchers.contains_key(id) {
                 return true;
             }
@@ -525,31 +611,71 @@ impl Registry {
                 name,
                 description: &c.description,
                 accepts_args: c.accepts_args(),
-                args: c.args.as_ref().map(|a| ArgsInfo { max: a.max, max_len: a.max_len, allow: a.allow.as_deref() }),
+                args: c.args.as_ref().map(|a| ArgsInfo {
+                    max: a.max,
+                    max_len: a.max_len,
+                    allow: a.allow.as_deref(),
+                }),
             })
             .collect()
     }
 
     fn metrics_text(&self) -> String {
-        let mut by_state: BTreeMap<&str, u64> = ALL_STATES.iter().map(|s| (s.as_str(), 0)).collect();
+        let mut by_state: BTreeMap<&str, u64> =
+            ALL_STATES.iter().map(|s| (s.as_str(), 0)).collect();
         for job in self.jobs.values() {
             *by_state.entry(job.state().as_str()).or_default() += 1;
         }
         let m = &self.metrics;
         let mut out = String::new();
-        out.push_str("# HELP spout_jobs Jobs held by the server, by state.\n# TYPE spout_jobs gauge\n");
+        out.push_str(
+            "# HELP spout_jobs Jobs held by the server, by state.\n# TYPE spout_jobs gauge\n",
+        );
         for (state, n) in by_state {
             let _ = writeln!(out, "spout_jobs{{state=\"{state}\"}} {n}");
         }
         for (name, kind, help, value) in [
-            ("spout_subscribers", "gauge", "Open event streams.", self.subscribers as u64),
-            ("spout_jobs_started_total", "counter", "Jobs started.", m.jobs_started),
-            ("spout_events_sent_total", "counter", "Events written to subscribers.", m.events_sent),
-            ("spout_bytes_sent_total", "counter", "Event-stream bytes written to subscribers.", m.bytes_sent),
-            ("spout_subscriber_drops_total", "counter", "Streams cut because the client went away.", m.drops),
-            ("spout_requests_total", "counter", "HTTP requests answered.", m.requests),
+            (
+                "spout_subscribers",
+                "gauge",
+                "Open event streams.",
+                self.subscribers as u64,
+            ),
+            (
+                "spout_jobs_started_total",
+                "counter",
+                "Jobs started.",
+                m.jobs_started,
+            ),
+            (
+                "spout_events_sent_total",
+                "counter",
+                "Events written to subscribers.",
+                m.events_sent,
+            ),
+            (
+                "spout_bytes_sent_total",
+                "counter",
+                "Event-stream bytes written to subscribers.",
+                m.bytes_sent,
+            ),
+            (
+                "spout_subscriber_drops_total",
+                "counter",
+                "Streams cut because the client went away.",
+                m.drops,
+            ),
+            (
+                "spout_requests_total",
+                "counter",
+                "HTTP requests answered.",
+                m.requests,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
         out
     }
@@ -595,4 +721,3 @@ fn memory_log_text(job: &Job) -> String {
     }
     text
 }
-

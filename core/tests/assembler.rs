@@ -135,24 +135,23 @@ fn partial_after_lines_counts_from_the_read_that_ended_the_line() {
 }
 
 #[test]
-fn carriage_return_progress_bar_streams() {
+fn carriage_return_progress_bar_is_a_partial_line_that_streams() {
     let t = t0();
     let mut out = assembler(1024);
+    // Redraws within one partial-line delay travel together, CRs exact.
     out.handle_bytes(b"\r 10%", t);
-    // The leading CR is followed by a space, so it ends a (empty) line.
-    assert_eq!(drain(&mut out, t), ["\r"]);
     out.handle_bytes(b"\r 20%", t + ms(10));
-    assert_eq!(drain(&mut out, t + ms(10)), [" 10%\r"]);
-    out.handle_bytes(b"\r 30%\r", t + ms(20));
-    // The last CR waits: it may be the start of a CRLF.
-    assert_eq!(drain(&mut out, t + ms(20)), [" 20%\r"]);
-    assert_eq!(out.poll_timeout(), Some(t + ms(70)));
-    out.handle_bytes(b" 40%", t + ms(30));
-    assert_eq!(drain(&mut out, t + ms(30)), [" 30%\r"]);
-    out.handle_bytes(b"\r", t + ms(40));
-    assert_eq!(drain(&mut out, t + ms(40)), Vec::<String>::new());
-    // At the deadline a trailing CR goes too, exactly as written.
-    assert_eq!(drain(&mut out, t + ms(80)), [" 40%\r"]);
+    out.handle_bytes(b"\r 30%", t + ms(20));
+    assert_eq!(drain(&mut out, t + ms(20)), Vec::<String>::new());
+    assert_eq!(out.poll_timeout(), Some(t + ms(50)));
+    assert_eq!(drain(&mut out, t + ms(50)), ["\r 10%\r 20%\r 30%"]);
+    // The next redraw starts a new delay: a bar that never writes LF still streams.
+    out.handle_bytes(b"\r 40%", t + ms(60));
+    assert_eq!(drain(&mut out, t + ms(109)), Vec::<String>::new());
+    assert_eq!(drain(&mut out, t + ms(110)), ["\r 40%"]);
+    // The final newline ends the line at once.
+    out.handle_bytes(b"\r100%\n", t + ms(120));
+    assert_eq!(drain(&mut out, t + ms(120)), ["\r100%\n"]);
 }
 
 #[test]
@@ -169,15 +168,15 @@ fn crlf_split_across_reads_stays_one_line_end() {
 }
 
 #[test]
-fn cr_before_an_incomplete_character_is_a_line_end() {
+fn cr_before_an_incomplete_character_waits_with_it() {
     let t = t0();
     let mut out = assembler(1024);
     out.handle_bytes(b"a\r\xe2\x82", t);
-    assert_eq!(drain(&mut out, t), ["a\r"]);
+    assert_eq!(drain(&mut out, t), Vec::<String>::new());
     out.handle_bytes(b"\xac", t + ms(1));
     assert_eq!(drain(&mut out, t + ms(49)), Vec::<String>::new());
-    // The euro sign's first byte arrived at t.
-    assert_eq!(drain(&mut out, t + ms(50)), ["€"]);
+    // The partial line's first byte arrived at t.
+    assert_eq!(drain(&mut out, t + ms(50)), ["a\r€"]);
 }
 
 #[test]

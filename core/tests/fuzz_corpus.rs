@@ -12,7 +12,7 @@ fn replay(target: &str, check: impl Fn(&[u8])) {
         let path = entry.unwrap().path();
         if path.is_file() {
             let data = std::fs::read(&path).unwrap();
-            let result = std::panic::catch_unwind(|| check(&data));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&data)));
             assert!(
                 result.is_ok(),
                 "fuzz input {} fails its check",

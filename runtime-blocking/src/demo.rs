@@ -42,7 +42,11 @@ fn play(steps: &[Step]) -> io::Result<i32> {
                 out.write_all(bytes)?;
                 out.flush()?;
             }
-            Step::Repeat { stream, line, times } => {
+            Step::Repeat {
+                stream,
+                line,
+                times,
+            } => {
                 let out: &mut dyn Write = match stream {
                     Stream::Stdout => &mut stdout,
                     Stream::Stderr => &mut stderr,

@@ -31,26 +31,43 @@ impl Shared {
     /// Shared state around `registry`.
     #[must_use]
     pub fn new(registry: Registry, archive: Option<ArchiveDir>) -> Arc<Shared> {
-        Arc::new(Shared { state: Mutex::new(registry), wakers: Mutex::new(HashMap::new()), archive })
+        Arc::new(Shared {
+            state: Mutex::new(registry),
+            wakers: Mutex::new(HashMap::new()),
+            archive,
+        })
     }
 
     /// Locks the registry. Hold it only around core calls, never across I/O.
     pub fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding the lock leaves the core's state as consistent as
         // any single core call does; keep serving rather than poison every request.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The notifier of job `id` (created on first use).
     #[must_use]
     pub fn waker(&self, id: JobId) -> Arc<Event> {
-        let mut wakers = self.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        wakers.entry(id).or_insert_with(|| Arc::new(Event::new())).clone()
+        let mut wakers = self
+            .wakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        wakers
+            .entry(id)
+            .or_insert_with(|| Arc::new(Event::new()))
+            .clone()
     }
 
     /// Wakes everything waiting on job `id`.
     pub fn notify(&self, id: JobId) {
-        let waker = self.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned();
+        let waker = self
+            .wakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned();
         if let Some(w) = waker {
             w.notify(usize::MAX);
         }
@@ -59,8 +76,13 @@ impl Shared {
     /// Deletes the files of jobs the registry dropped by retention.
     pub fn remove_expired(&self) {
         loop {
-            let Some(id) = self.lock().poll_expired() else { break };
-            self.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+            let Some(id) = self.lock().poll_expired() else {
+                break;
+            };
+            self.wakers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
             if let Some(archive) = &self.archive {
                 if let Err(e) = archive.remove_job(&id.to_string()) {
                     log(&format!("job {id}: could not remove its archive: {e}"));
@@ -102,14 +124,22 @@ impl JobIo {
             Some(a) => Some(a.create_job(&id.to_string())?),
             None => None,
         };
-        Ok(JobIo { id, files, pgid: None })
+        Ok(JobIo {
+            id,
+            files,
+            pgid: None,
+        })
     }
 
     /// The I/O of a job that has no archive files (memory mode, or the archive
     /// could not be written).
     #[must_use]
     pub fn without_files(id: JobId) -> JobIo {
-        JobIo { id, files: None, pgid: None }
+        JobIo {
+            id,
+            files: None,
+            pgid: None,
+        }
     }
 
     /// The job's process group leader (its pid), once spawned.
@@ -119,7 +149,13 @@ impl JobIo {
 
     /// The process wrote `bytes` on `stream`: hand them to the core, keep the taken
     /// part in the raw log, carry out what the job asks.
-    pub fn output(&mut self, shared: &Shared, stream: Stream, bytes: &[u8], now: Instant) -> Outcome {
+    pub fn output(
+        &mut self,
+        shared: &Shared,
+        stream: Stream,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Outcome {
         let taken = match shared.lock().job_mut(self.id) {
             Some(job) => job.handle_output(stream, bytes, now),
             None => 0,
@@ -160,7 +196,10 @@ impl JobIo {
                             Signal::Kill => os::Signal::Kill,
                         };
                         if let Err(e) = os::signal_group(pgid, sig) {
-                            log(&format!("job {}: signal {signal:?} to group {pgid}: {e}", self.id));
+                            log(&format!(
+                                "job {}: signal {signal:?} to group {pgid}: {e}",
+                                self.id
+                            ));
                         }
                     }
                 }
@@ -206,8 +245,15 @@ impl JobIo {
 ///
 /// # Errors
 /// Listing the archive directory failed.
-pub fn restore(shared: &Shared, now: Instant, wall: SystemTime, random: [u8; 16]) -> io::Result<usize> {
-    let Some(archive) = &shared.archive else { return Ok(0) };
+pub fn restore(
+    shared: &Shared,
+    now: Instant,
+    wall: SystemTime,
+    random: [u8; 16],
+) -> io::Result<usize> {
+    let Some(archive) = &shared.archive else {
+        return Ok(0);
+    };
     let mut restored = 0;
     for name in archive.list()? {
         let Some(id) = JobId::parse(&name) else {
@@ -240,12 +286,20 @@ pub fn restore(shared: &Shared, now: Instant, wall: SystemTime, random: [u8; 16]
             }
         };
         let lost = !job.log().is_complete();
-        shared.lock().insert_restored(job, Inputs { now, wall, random });
+        shared
+            .lock()
+            .insert_restored(job, Inputs { now, wall, random });
         // A job that was running gets its final event written now.
-        let mut io = JobIo { id, files: Some(archive.open_job(&name)?), pgid: None };
+        let mut io = JobIo {
+            id,
+            files: Some(archive.open_job(&name)?),
+            pgid: None,
+        };
         let _ = io.drain(shared, now);
         if lost {
-            log(&format!("archive: job {id} was running when the server stopped: ended with server_restart"));
+            log(&format!(
+                "archive: job {id} was running when the server stopped: ended with server_restart"
+            ));
         }
         restored += 1;
     }

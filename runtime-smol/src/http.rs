@@ -142,7 +142,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-
     /// Reads the next request head.
     ///
     /// Returns `Ok(None)` when the peer closed the connection before sending any

@@ -51,11 +51,15 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
             readers.push(smol::spawn(read_pipe(stdout, Stream::Stdout, tx.clone())));
             readers.push(smol::spawn(read_pipe(stderr, Stream::Stderr, tx.clone())));
             _waiter = Some(smol::spawn(wait_child(waiter, tx.clone())));
-            io.with_job(&shared, now, |job| job.handle_spawned(pid, now, clock::wall()))
+            io.with_job(&shared, now, |job| {
+                job.handle_spawned(pid, now, clock::wall())
+            })
         }
         Err(e) => {
             log(&format!("job {id}: could not start {:?}: {e}", plan.argv));
-            io.with_job(&shared, now, |job| job.handle_spawn_failed(&e.to_string(), now, clock::wall()))
+            io.with_job(&shared, now, |job| {
+                job.handle_spawn_failed(&e.to_string(), now, clock::wall())
+            })
         }
     };
     drop(tx);
@@ -74,9 +78,9 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
         let a = match msg {
             Some(Msg::Out(stream, bytes)) => io.output(&shared, stream, &bytes, now),
             Some(Msg::Eof(stream)) => io.with_job(&shared, now, |job| job.handle_eof(stream, now)),
-            Some(Msg::Exit(code, signal)) => {
-                io.with_job(&shared, now, |job| job.handle_exit(ExitStatus { code, signal }, now))
-            }
+            Some(Msg::Exit(code, signal)) => io.with_job(&shared, now, |job| {
+                job.handle_exit(ExitStatus { code, signal }, now)
+            }),
             None => Outcome::default(),
         };
         // Deadlines are checked after every input too, so a steady stream of output
@@ -94,7 +98,11 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
 }
 
 /// The next input: a message, a wake-up (stop request, shutdown), or a deadline.
-async fn next_msg(rx: &Receiver<Msg>, listener: event_listener::EventListener, deadline: Option<Instant>) -> Option<Msg> {
+async fn next_msg(
+    rx: &Receiver<Msg>,
+    listener: event_listener::EventListener,
+    deadline: Option<Instant>,
+) -> Option<Msg> {
     let recv = async {
         match rx.recv().await {
             Ok(msg) => Some(msg),
@@ -119,7 +127,11 @@ async fn next_msg(rx: &Receiver<Msg>, listener: event_listener::EventListener, d
     future::or(recv, future::or(woken, timer)).await
 }
 
-async fn read_pipe<R: futures_lite::AsyncRead + Unpin>(mut pipe: R, stream: Stream, tx: Sender<Msg>) {
+async fn read_pipe<R: futures_lite::AsyncRead + Unpin>(
+    mut pipe: R,
+    stream: Stream,
+    tx: Sender<Msg>,
+) {
     let mut buf = vec![0u8; READ_BYTES];
     loop {
         match process::read_some(&mut pipe, &mut buf).await {

@@ -40,16 +40,24 @@ pub fn run(options: &ServeOptions) -> ExitCode {
 
 fn load_config(options: &ServeOptions) -> anyhow::Result<Config> {
     let text = match &options.config {
-        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("cannot read config file {path}"))?),
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {path}"))?,
+        ),
         None => None,
     };
     let exe = std::env::current_exe().context("cannot find the spout executable")?;
-    Config::load(options, text.as_deref(), &exe.to_string_lossy()).map_err(|e| anyhow!("config refused: {e}"))
+    Config::load(options, text.as_deref(), &exe.to_string_lossy())
+        .map_err(|e| anyhow!("config refused: {e}"))
 }
 
 /// The answer inputs the core needs from the world.
 fn inputs() -> Inputs {
-    Inputs { now: clock::now(), wall: clock::wall(), random: clock::job_id_bytes() }
+    Inputs {
+        now: clock::now(),
+        wall: clock::wall(),
+        random: clock::job_id_bytes(),
+    }
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -58,21 +66,32 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let archive = if config.memory {
         None
     } else {
-        Some(ArchiveDir::open(&config.data_dir).with_context(|| format!("cannot use data dir {}", config.data_dir))?)
+        Some(
+            ArchiveDir::open(&config.data_dir)
+                .with_context(|| format!("cannot use data dir {}", config.data_dir))?,
+        )
     };
     let listen = config.listen;
     let commands: Vec<String> = config.commands.keys().cloned().collect();
-    let mode = archive.as_ref().map_or("memory only".to_string(), |a| format!("archive {}", a.root().display()));
+    let mode = archive.as_ref().map_or("memory only".to_string(), |a| {
+        format!("archive {}", a.root().display())
+    });
     let shared = Shared::new(Registry::new(config)?, archive);
     let restored = driver::restore(&shared, clock::now(), clock::wall(), clock::job_id_bytes())
         .context("cannot read the archive")?;
     smol::block_on(async {
-        let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         log(&format!("listening on http://{addr}"));
-        log(&format!("commands: {}; {mode}; {restored} archived jobs", commands.join(", ")));
-        let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-            .context("cannot handle SIGTERM/SIGINT")?;
+        log(&format!(
+            "commands: {}; {mode}; {restored} archived jobs",
+            commands.join(", ")
+        ));
+        let mut signals =
+            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+                .context("cannot handle SIGTERM/SIGINT")?;
         loop {
             let accept = async { Some(listener.accept().await) };
             let signal = async {
@@ -102,7 +121,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
 /// for their `exit` to be archived, and gives open streams a moment to send it.
 async fn shutdown(shared: &Shared) {
     let woken = shared.lock().shutdown(clock::now());
-    log(&format!("shutting down: stopping {} running jobs", woken.len()));
+    log(&format!(
+        "shutting down: stopping {} running jobs",
+        woken.len()
+    ));
     for id in &woken {
         shared.notify(*id);
     }
@@ -130,7 +152,9 @@ fn failure(e: &ReadError) -> ReadFailure {
 
 /// One connection: requests in, the core's answers out, until either side closes.
 async fn connection(shared: Arc<Shared>, stream: TcpStream) {
-    let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let mut conn = Conn::new(stream.clone());
     let limits = Limits::default();
     let mut out = Vec::new();
@@ -143,21 +167,40 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                     out.clear();
                     response.encode(false, &mut out);
                     let _ = conn.write_all(&out).await;
-                    log(&format!("{peer} bad request: {e} -> {}", response.head.status));
+                    log(&format!(
+                        "{peer} bad request: {e} -> {}",
+                        response.head.status
+                    ));
                 }
                 return;
             }
         };
-        let headers: Vec<(&str, &[u8])> = head.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
-        let req = Request { method: &head.method, target: &head.target, headers: &headers };
+        let headers: Vec<(&str, &[u8])> = head
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        let req = Request {
+            method: &head.method,
+            target: &head.target,
+            headers: &headers,
+        };
         let keep_alive = http::keep_alive(&req, head.version);
         let admission = shared.lock().admit(&req);
         let admitted = match admission {
             Admission::Respond(response) => {
                 out.clear();
                 response.encode(req.is_head(), &mut out);
-                log(&format!("{peer} {} {} -> {}", head.method, path_of(&head.target), response.head.status));
-                if conn.write_all(&out).await.is_err() || response.closes_connection() || !keep_alive {
+                log(&format!(
+                    "{peer} {} {} -> {}",
+                    head.method,
+                    path_of(&head.target),
+                    response.head.status
+                ));
+                if conn.write_all(&out).await.is_err()
+                    || response.closes_connection()
+                    || !keep_alive
+                {
                     return;
                 }
                 continue;
@@ -167,7 +210,10 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
         if admitted.expect_continue && conn.send_continue().await.is_err() {
             return;
         }
-        let body = match conn.read_body(admitted.framing, http::MAX_BODY, http::BODY_TIMEOUT).await {
+        let body = match conn
+            .read_body(admitted.framing, http::MAX_BODY, http::BODY_TIMEOUT)
+            .await
+        {
             Ok(body) => body,
             Err(e) => {
                 if let Some(response) = failure(&e).response() {
@@ -181,14 +227,24 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
         let head_only = admitted.head_only;
         let reply = shared.lock().handle(&req, admitted, &body, inputs());
         let status = match &reply {
-            Reply::Full(r) | Reply::Spawn { response: r, .. } | Reply::Stopping { response: r, .. } => r.head.status,
+            Reply::Full(r)
+            | Reply::Spawn { response: r, .. }
+            | Reply::Stopping { response: r, .. } => r.head.status,
             Reply::Stream { head, .. } | Reply::RawLog { head, .. } => head.status,
             _ => 500,
         };
-        log(&format!("{peer} {} {} -> {status}", head.method, path_of(&head.target)));
+        log(&format!(
+            "{peer} {} {} -> {status}",
+            head.method,
+            path_of(&head.target)
+        ));
         let response = match reply {
             Reply::Full(r) => r,
-            Reply::Spawn { response, job, plan } => {
+            Reply::Spawn {
+                response,
+                job,
+                plan,
+            } => {
                 job::start(shared.clone(), job, plan);
                 response
             }
@@ -196,7 +252,11 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                 shared.notify(job);
                 response
             }
-            Reply::Stream { head, job, subscriber } => {
+            Reply::Stream {
+                head,
+                job,
+                subscriber,
+            } => {
                 if head_only {
                     shared.lock().unsubscribe(job, false, clock::now());
                     out.clear();

@@ -17,7 +17,13 @@ use std::time::{Duration, Instant};
 /// Writes `bytes`, giving up after the core's write timeout (a client that stops
 /// reading is dropped rather than held forever). Returns whether it worked.
 async fn send(stream: &mut TcpStream, bytes: &[u8]) -> bool {
-    let write = async { stream.write_all(bytes).await.and(stream.flush().await).is_ok() };
+    let write = async {
+        stream
+            .write_all(bytes)
+            .await
+            .and(stream.flush().await)
+            .is_ok()
+    };
     let timeout = async {
         Timer::after(http::WRITE_TIMEOUT).await;
         false
@@ -34,7 +40,11 @@ async fn send_chunk(stream: &mut TcpStream, data: &[u8], frame: &mut Vec<u8>) ->
 
 /// Waits for a wake-up, the deadline, or the client closing its side (the only
 /// way to notice a vanished client between writes). Returns false if it left.
-async fn wait(stream: &TcpStream, listener: event_listener::EventListener, deadline: Option<Instant>) -> bool {
+async fn wait(
+    stream: &TcpStream,
+    listener: event_listener::EventListener,
+    deadline: Option<Instant>,
+) -> bool {
     let woken = async {
         match deadline {
             Some(t) => {
@@ -69,7 +79,13 @@ async fn wait(stream: &TcpStream, listener: event_listener::EventListener, deadl
 
 /// Serves an event stream: the head, then the subscriber's bytes until the end of
 /// the log (then the last chunk) or until the client goes away.
-pub async fn events(shared: &Shared, stream: &TcpStream, head: ResponseHead, id: JobId, mut sub: Subscriber) {
+pub async fn events(
+    shared: &Shared,
+    stream: &TcpStream,
+    head: ResponseHead,
+    id: JobId,
+    mut sub: Subscriber,
+) {
     let mut w = stream.clone();
     let mut frame = Vec::new();
     head.encode(&mut frame);
@@ -129,21 +145,35 @@ pub async fn events(shared: &Shared, stream: &TcpStream, head: ResponseHead, id:
 
 /// Serves a job's raw output log from its archive file, as the core says: up to its
 /// length at the request, or (follow) until the job is complete.
-pub async fn raw_log(shared: &Shared, stream: &TcpStream, head: ResponseHead, id: JobId, follow: bool) {
+pub async fn raw_log(
+    shared: &Shared,
+    stream: &TcpStream,
+    head: ResponseHead,
+    id: JobId,
+    follow: bool,
+) {
     let mut w = stream.clone();
     let mut frame = Vec::new();
     head.encode(&mut frame);
     if !send(&mut w, &frame).await {
         return;
     }
-    let file = match shared.archive.as_ref().map(|a| a.open_output(&id.to_string())) {
+    let file = match shared
+        .archive
+        .as_ref()
+        .map(|a| a.open_output(&id.to_string()))
+    {
         Some(Ok(f)) => f,
         _ => {
             let _ = send(&mut w, http::LAST_CHUNK).await;
             return;
         }
     };
-    let limit = if follow { None } else { shared.lock().raw_log_len(id).map(|(len, _)| len) };
+    let limit = if follow {
+        None
+    } else {
+        shared.lock().raw_log_len(id).map(|(len, _)| len)
+    };
     let waker = shared.waker(id);
     let mut offset = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
@@ -152,7 +182,9 @@ pub async fn raw_log(shared: &Shared, stream: &TcpStream, head: ResponseHead, id
         let next = shared.lock().raw_log_next(id, offset, limit);
         match next {
             LogNext::Read { upto } => {
-                let want = usize::try_from(upto - offset).unwrap_or(usize::MAX).min(buf.len());
+                let want = usize::try_from(upto - offset)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
                 match file.read_at(&mut buf[..want], offset) {
                     Ok(0) | Err(_) => {
                         // The job task writes the file just after the core counts
@@ -168,7 +200,13 @@ pub async fn raw_log(shared: &Shared, stream: &TcpStream, head: ResponseHead, id
                 }
             }
             LogNext::Wait => {
-                if !wait(stream, listener, Some(clock::now() + Duration::from_secs(15))).await {
+                if !wait(
+                    stream,
+                    listener,
+                    Some(clock::now() + Duration::from_secs(15)),
+                )
+                .await
+                {
                     return;
                 }
             }

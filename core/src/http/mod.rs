@@ -570,7 +570,8 @@ mod tests;
 pub fn keep_alive(req: &Request<'_>, minor_version: u8) -> bool {
     let has = |token: &str| {
         req.headers_all("connection").any(|v| {
-            v.split(|b| *b == b',').any(|t| body::trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
+            v.split(|b| *b == b',')
+                .any(|t| body::trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
         })
     };
     if minor_version == 0 {
@@ -608,11 +609,17 @@ impl ReadFailure {
             ReadFailure::Gone => return None,
             ReadFailure::Timeout => ApiError::RequestTimeout,
             ReadFailure::HeadTooLarge => ApiError::HeadTooLarge,
-            ReadFailure::Malformed(why) => ApiError::BadFraming(format!("malformed request: {why}")),
+            ReadFailure::Malformed(why) => {
+                ApiError::BadFraming(format!("malformed request: {why}"))
+            }
             ReadFailure::BodyTooLarge => ApiError::BodyTooLarge(MAX_BODY),
             ReadFailure::BadChunk => ApiError::BadFraming("invalid chunked body framing".into()),
         };
         let r = e.response();
-        Some(if r.closes_connection() { r } else { r.with_header("Connection", "close") })
+        Some(if r.closes_connection() {
+            r
+        } else {
+            r.with_header("Connection", "close")
+        })
     }
 }
