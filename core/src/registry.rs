@@ -278,7 +278,6 @@ impl Registry {
     /// What a raw-log response at byte `offset` does next; `limit` is the log's
     /// length when a non-follow request came (it ends there), `None` with `?follow=1`
     /// (it ends when the job is complete and every byte is sent).
-    #[must_use]
     pub fn raw_log_next(&self, id: JobId, offset: u64, limit: Option<u64>) -> LogNext {
         let Some((len, complete)) = self.raw_log_len(id) else {
             return LogNext::End;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+#[allow(clippy::disallowed_methods)] // a test reads the committed corpus files
 fn replay(target: &str, check: impl Fn(&[u8])) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fuzz/corpus")

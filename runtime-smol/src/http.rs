@@ -142,6 +142,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// The underlying stream (the tests inspect what was written).
+    #[cfg(test)]
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
     /// Reads the next request head.
     ///
     /// Returns `Ok(None)` when the peer closed the connection before sending any
