@@ -1,6 +1,69 @@
 //! # spout-core
 //!
-//! The sans-IO protocol core of spout (manual being written).
+//! The protocol core of spout: everything that decides *what* is sent — event ids,
+//! output assembly, the job log and its memory window, subscriber cursors, resume,
+//! heartbeats, end-of-stream, routing, status codes and headers, config validation —
+//! and nothing that does I/O.
+//!
+//! ## Why sans-IO
+//!
+//! spout has two runtimes (`spout` on smol, `spout-blocking` on tiny_http and
+//! threads). If either decided anything, they would drift apart and every rule would
+//! need testing twice. So this crate has no sockets, threads, clocks, processes or
+//! files (`core/clippy.toml` forbids them): time and randomness come in as
+//! arguments, and output comes out as values — bytes to write, a deadline to wake
+//! at, a signal to send. Every rule is tested here once, with simulated time
+//! ([`fuzzing::Sim`]), and fuzzed.
+//!
+//! ## The run loop a runtime implements
+//!
+//! 1. On a request head, build an [`http::Request`] and call
+//!    [`registry::Registry::admit`]: either write the [`http::Response`] it gives, or
+//!    read the body it describes and call [`registry::Registry::handle`].
+//! 2. Carry out the [`registry::Reply`]: write a response; spawn a job's process
+//!    ([`registry::Reply::Spawn`]); or drive a stream.
+//! 3. For each job: report what the process does with the `handle_*` methods of
+//!    [`job::Job`] (`handle_spawned`, `handle_output`, `handle_eof`, `handle_exit`,
+//!    and `handle_timeout` when [`job::Job::poll_timeout`] passes); after each, drain
+//!    [`job::Job::poll_action`] in order — persist records (then
+//!    `handle_persisted`), signal the process group, stop reading, save metadata —
+//!    and wake the job's subscribers.
+//! 4. For each stream: call [`subscriber::Subscriber::poll_transmit`] and do what
+//!    its [`subscriber::Next`] says: write the bytes (one HTTP chunk), wait for the
+//!    job to append or for the deadline (heartbeats), read the archive
+//!    ([`subscriber::Subscriber::handle_archive`]), or end the response.
+//! 5. Hold the registry's lock only around core calls, never across I/O.
+//!
+//! ## Method groups
+//!
+//! Stateful types group their methods as quinn-proto does: getters, `handle_*`
+//! (inputs, each taking `now` where time matters), mutators, and `poll_*` (outputs,
+//! `#[must_use]`). Stateless rules are plain functions: [`sse::encode_event`],
+//! [`http::route`], [`config::parse`].
+//!
+//! ## Errors and panics
+//!
+//! Errors are small enums with lowercase `Display`, split by whose fault they are:
+//! a request error ([`http::ApiError`]) knows its HTTP status and JSON body; a config
+//! error ([`config::ConfigError`]) names the field's path. Input never panics: the
+//! fuzz targets in `fuzz/` assert it, with the invariants of each module. An
+//! `expect` carries an `// invariant:` comment saying why it cannot fail.
+//!
+//! ## Modules
+//!
+//! - [`sse`]: the SSE encoder (validated fields only) and the WHATWG decoder.
+//! - [`json`]: JSON string escaping for the hot path, identical to serde_json's.
+//! - [`assembler`]: process bytes → text events (UTF-8, lines, partial lines, cap).
+//! - [`log`]: a job's event log, its memory window, and archive-before-visible.
+//! - [`subscriber`]: a connection's cursor: resume, tail, gaps, heartbeats, end.
+//! - [`job`]: a job's lifecycle, deadlines and the actions it asks of a runtime.
+//! - [`registry`]: the server's state and the answer to every request.
+//! - [`http`]: request checks, routing, auth, CORS, response heads, chunk framing.
+//! - [`config`], [`cli`], [`demo`]: configuration, command lines, demo commands.
+//! - [`archive`]: the archive's framed record format.
+//! - [`event`], [`id`]: the events' JSON data and the ids.
+//! - [`fuzzing`]: the scenario simulator and fuzz entry points.
+
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
