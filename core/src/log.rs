@@ -213,31 +213,43 @@ impl Log {
         self.scratch.clear();
         encode(id, &mut self.scratch);
         let wire: Arc<[u8]> = Arc::from(&self.scratch[..]);
+        if self.persistence == Persistence::Archive {
+            archive::encode_record(id, &wire, &mut self.unpersisted);
+            self.unpersisted_upto = id.get();
+        }
+        self.push(wire, kind);
+        if self.persistence == Persistence::Memory {
+            self.visible = id.get();
+        }
+        self.evict();
+        id
+    }
+
+    /// Adds the next event's bytes to the window and its bookkeeping (ids, the
+    /// archive offset index, the pinned `start`).
+    fn push(&mut self, wire: Arc<[u8]>, kind: Kind) {
+        let id = self.next;
         let offset = self.archive_len;
         if self.persistence == Persistence::Archive {
-            let before = self.unpersisted.len();
-            archive::encode_record(id, &wire, &mut self.unpersisted);
-            let len = (self.unpersisted.len() - before) as u64;
             if self
                 .index
                 .last()
                 .is_none_or(|&(_, off)| offset >= off + INDEX_STRIDE)
             {
-                self.index.push((id.get(), offset));
+                self.index.push((id, offset));
             }
-            self.archive_len += len;
-            self.unpersisted_upto = id.get();
+            self.archive_len += (archive::RECORD_HEADER_LEN + wire.len()) as u64;
         }
-        if id == EventId::FIRST {
+        if id == 1 {
             self.start = Some(wire.clone());
         }
         match kind {
-            Kind::Output => self.last_output = id.get(),
-            Kind::Exit => self.exit_id = Some(id.get()),
+            Kind::Output => self.last_output = id,
+            Kind::Exit => self.exit_id = Some(id),
             Kind::Other => {}
         }
         if self.entries.is_empty() {
-            self.first = id.get();
+            self.first = id;
         }
         self.window_bytes += wire.len();
         self.entries.push_back(Entry {
@@ -246,11 +258,6 @@ impl Log {
             output: kind == Kind::Output,
         });
         self.next += 1;
-        if self.persistence == Persistence::Memory {
-            self.visible = id.get();
-        }
-        self.evict();
-        id
     }
 
     /// Framed archive records not yet handed out, and the id of the last of them;
@@ -278,39 +285,11 @@ impl Log {
     ) -> Log {
         let mut log = Log::new(Persistence::Archive, max_window_bytes);
         for (record, kind) in records {
-            let id = record.id.get();
-            if id != log.next {
+            if record.id.get() != log.next {
                 break;
             }
-            let offset = log.archive_len;
-            if log
-                .index
-                .last()
-                .is_none_or(|&(_, off)| offset >= off + INDEX_STRIDE)
-            {
-                log.index.push((id, offset));
-            }
-            log.archive_len += (archive::RECORD_HEADER_LEN + record.wire.len()) as u64;
-            let wire: Arc<[u8]> = Arc::from(record.wire);
-            if id == 1 {
-                log.start = Some(wire.clone());
-            }
-            match kind {
-                Kind::Output => log.last_output = id,
-                Kind::Exit => log.exit_id = Some(id),
-                Kind::Other => {}
-            }
-            if log.entries.is_empty() {
-                log.first = id;
-            }
-            log.window_bytes += wire.len();
-            log.entries.push_back(Entry {
-                wire,
-                offset,
-                output: kind == Kind::Output,
-            });
-            log.next += 1;
-            log.visible = id;
+            log.push(Arc::from(record.wire), kind);
+            log.visible = record.id.get();
             log.evict();
         }
         log
