@@ -1,0 +1,173 @@
+//! Whole HTTP exchanges through the registry, exactly as both runtimes drive it
+//! (`admit`, then `handle`): the bytes of the answers, snapshotted with insta.
+
+use spout_core::config;
+use spout_core::event::{ExitStatus, Stream};
+use spout_core::http::{Admission, Request, Response};
+use spout_core::registry::{Inputs, Registry, Reply};
+use spout_core::JobId;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+#[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn inputs(now: Instant, n: u8) -> Inputs {
+    Inputs {
+        now,
+        wall: UNIX_EPOCH + Duration::from_secs(1_795_341_600),
+        random: [n; 16],
+    }
+}
+
+const CONFIG: &str = r#"{"commands": {"build": {"argv": ["make"], "description": "Build"}}}"#;
+
+/// One request through admit + handle; the answer's bytes (heads of streams only).
+fn exchange(
+    reg: &mut Registry,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+    inp: Inputs,
+) -> (Vec<u8>, Option<Reply>) {
+    let req = Request {
+        method,
+        target,
+        headers,
+    };
+    let mut out = Vec::new();
+    match reg.admit(&req) {
+        Admission::Respond(r) => {
+            r.encode(false, &mut out);
+            (out, None)
+        }
+        Admission::Handle(admitted) => match reg.handle(&req, admitted, body, inp) {
+            Reply::Full(r) => {
+                r.encode(false, &mut out);
+                (out, None)
+            }
+            Reply::Stream {
+                head,
+                job,
+                subscriber,
+            } => {
+                head.encode(&mut out);
+                (
+                    out,
+                    Some(Reply::Stream {
+                        head,
+                        job,
+                        subscriber,
+                    }),
+                )
+            }
+            Reply::Spawn {
+                response,
+                job,
+                plan,
+            } => {
+                response.encode(false, &mut out);
+                (
+                    out,
+                    Some(Reply::Spawn {
+                        response,
+                        job,
+                        plan,
+                    }),
+                )
+            }
+            other => (out, Some(other)),
+        },
+    }
+}
+
+fn finished_job(reg: &mut Registry, now: Instant) -> JobId {
+    let body = br#"{"command":"build"}"#;
+    let ct: &[(&str, &[u8])] = &[
+        ("Content-Type", b"application/json"),
+        ("Content-Length", b"19"),
+    ];
+    let (_, reply) = exchange(reg, "POST", "/jobs", ct, body, inputs(now, 7));
+    let Some(Reply::Spawn { job, .. }) = reply else {
+        panic!("job created")
+    };
+    let j = reg.job_mut(job).unwrap();
+    j.handle_spawned(4242, now, UNIX_EPOCH + Duration::from_secs(1_795_341_600));
+    let _ = j.handle_output(Stream::Stdout, b"ok\n", now);
+    j.handle_eof(Stream::Stdout, now);
+    j.handle_eof(Stream::Stderr, now);
+    j.handle_exit(
+        ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+        now + Duration::from_millis(5),
+    );
+    while let Some(a) = j.poll_action() {
+        if let spout_core::job::Action::Persist { upto, .. } = a {
+            j.handle_persisted(upto, now);
+        }
+    }
+    job
+}
+
+#[test]
+fn no_content_after_the_final_event() {
+    let mut reg = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
+    let now = t0();
+    let job = finished_job(&mut reg, now);
+    let target = format!("/jobs/{job}/events");
+    let (bytes, _) = exchange(
+        &mut reg,
+        "GET",
+        &target,
+        &[("Last-Event-ID", b"3")],
+        b"",
+        inputs(now, 1),
+    );
+    insta::assert_snapshot!(String::from_utf8(bytes).unwrap());
+}
+
+#[test]
+fn event_stream_head() {
+    let mut reg = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
+    let now = t0();
+    let job = finished_job(&mut reg, now);
+    let target = format!("/jobs/{job}/events");
+    let (bytes, reply) = exchange(&mut reg, "GET", &target, &[], b"", inputs(now, 1));
+    assert!(matches!(reply, Some(Reply::Stream { .. })));
+    assert_eq!(reg.subscribers(), 1);
+    insta::assert_snapshot!(String::from_utf8(bytes).unwrap());
+}
+
+#[test]
+fn errors_are_json_with_their_status() {
+    let mut reg = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
+    let now = t0();
+    let job = finished_job(&mut reg, now);
+    let events = format!("/jobs/{job}/events");
+    let mut all = String::new();
+    for (method, target, headers) in [
+        ("GET", events.as_str(), vec![("Last-Event-ID", &b"x1"[..])]),
+        ("GET", "/jobs/AAAAAAAAAAAAAAAAAAAAAA", vec![]),
+        ("PUT", "/jobs", vec![]),
+        ("DELETE", &format!("/jobs/{job}"), vec![]),
+    ] {
+        let (bytes, _) = exchange(&mut reg, method, target, &headers, b"", inputs(now, 2));
+        all += &format!(
+            "{method} {}\n{}\n",
+            target.replace(&job.to_string(), "{id}"),
+            String::from_utf8(bytes).unwrap()
+        );
+    }
+    insta::assert_snapshot!(all);
+}
+
+#[test]
+fn response_encoding_is_what_both_runtimes_write() {
+    let mut out = Vec::new();
+    Response::no_content().encode(false, &mut out);
+    assert!(out.starts_with(b"HTTP/1.1 204 No Content\r\n"));
+}
