@@ -308,11 +308,36 @@ impl Registry {
     /// target, route, CORS, token): either answer at once, or read the body the
     /// [`http::Admitted`] describes and call [`Registry::handle`].
     pub fn admit(&mut self, req: &Request<'_>) -> http::Admission {
-        let admission = http::admit(req, &self.auth, &self.cors, http::MAX_BODY);
+        let admission = match self.check_host(req) {
+            Ok(()) => http::admit(req, &self.auth, &self.cors, http::MAX_BODY),
+            Err(e) => http::Admission::Respond(e.response().with_header("Connection", "close")),
+        };
         if matches!(admission, http::Admission::Respond(_)) {
             self.metrics.requests += 1;
         }
         admission
+    }
+
+    /// DNS-rebinding defence: a server on a loopback address without tokens answers
+    /// only requests addressed to a loopback name (`localhost`, `127.x.y.z`,
+    /// `[::1]`). Otherwise a page on any site whose DNS name was rebound to
+    /// 127.0.0.1 would be "same origin" with us and could start jobs. With tokens,
+    /// or a non-loopback listen address (the operator chose to serve other names),
+    /// the token check guards instead.
+    fn check_host(&self, req: &Request<'_>) -> Result<(), ApiError> {
+        if self.auth.is_enabled() || !self.config.listen.ip().is_loopback() {
+            return Ok(());
+        }
+        let Some(host) = req.header("host") else {
+            return Ok(());
+        };
+        let host = std::str::from_utf8(host).unwrap_or("");
+        if is_loopback_host(host) {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "this server answers only to loopback host names, not {host:?}; configure tokens to serve other names"
+        )))
     }
 
     /// Answers an admitted request whose body (if any) has been read.
@@ -680,6 +705,26 @@ impl Registry {
     }
 }
 
+/// Whether a `Host` value names this machine's loopback interface.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<core::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn no_such_job() -> ApiError {
     ApiError::NotFound("no such job".into())
 }
@@ -719,4 +764,60 @@ fn memory_log_text(job: &Job) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_host_names() {
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST:1",
+            "app.localhost:80",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.3.4.5:1",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.com",
+            "evil.com:8080",
+            "localhost.evil.com",
+            "10.0.0.1:8080",
+            "[::2]:80",
+            "",
+            "127.0.0.1.nip.io:80",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rebinding_is_refused_without_tokens_on_loopback() {
+        let config = crate::config::parse(r#"{"commands": {"b": {"argv": ["true"]}}}"#).unwrap();
+        let mut reg = Registry::new(config).unwrap();
+        let evil: &[(&str, &[u8])] = &[("Host", b"evil.example:8080")];
+        let req = Request {
+            method: "GET",
+            target: "/commands",
+            headers: evil,
+        };
+        match reg.admit(&req) {
+            http::Admission::Respond(r) => assert_eq!(r.head.status, 403),
+            other => panic!("{other:?}"),
+        }
+        let good: &[(&str, &[u8])] = &[("Host", b"127.0.0.1:8080")];
+        let req = Request {
+            method: "GET",
+            target: "/commands",
+            headers: good,
+        };
+        assert!(matches!(reg.admit(&req), http::Admission::Handle(_)));
+    }
 }
