@@ -13,7 +13,7 @@ use spout_blocking::driver::{self, log, Shared};
 use spout_blocking::os;
 use spout_core::cli::ServeOptions;
 use spout_core::config::Config;
-use spout_core::http::{self, Admission, ReadFailure, Request};
+use spout_core::http::{self, Admission, ReadFailure, Request, StreamFraming};
 use spout_core::registry::{Inputs, Registry, Reply};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -186,6 +186,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
             headers: &headers,
         };
         let keep_alive = http::keep_alive(&req, head.version);
+        let version = head.version;
         let admission = shared.lock().admit(&req);
         let admitted = match admission {
             Admission::Respond(response) => {
@@ -264,11 +265,27 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                     let _ = conn.write_all(&out).await;
                     return;
                 }
-                stream::events(&shared, &stream, head, job, subscriber).await;
+                stream::events(
+                    &shared,
+                    &stream,
+                    head,
+                    StreamFraming::for_version(version),
+                    job,
+                    subscriber,
+                )
+                .await;
                 return;
             }
             Reply::RawLog { head, job, follow } => {
-                stream::raw_log(&shared, &stream, head, job, follow).await;
+                stream::raw_log(
+                    &shared,
+                    &stream,
+                    head,
+                    StreamFraming::for_version(version),
+                    job,
+                    follow,
+                )
+                .await;
                 return;
             }
             _ => return,

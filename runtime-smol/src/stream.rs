@@ -7,7 +7,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::Timer;
 use spout_blocking::driver::{log, Shared};
-use spout_core::http::{self, ResponseHead};
+use spout_core::http::{self, ResponseHead, StreamFraming};
 use spout_core::registry::LogNext;
 use spout_core::subscriber::{Next, Subscriber};
 use spout_core::JobId;
@@ -31,10 +31,15 @@ async fn send(stream: &mut TcpStream, bytes: &[u8]) -> bool {
     future::or(write, timeout).await
 }
 
-/// Sends `data` as one HTTP chunk.
-async fn send_chunk(stream: &mut TcpStream, data: &[u8], frame: &mut Vec<u8>) -> bool {
+/// Sends `data` as one piece of the body (one HTTP chunk, for HTTP/1.1).
+async fn send_chunk(
+    stream: &mut TcpStream,
+    framing: StreamFraming,
+    data: &[u8],
+    frame: &mut Vec<u8>,
+) -> bool {
     frame.clear();
-    http::encode_chunk(data, frame);
+    framing.frame(data, frame);
     send(stream, frame).await
 }
 
@@ -82,12 +87,14 @@ async fn wait(
 pub async fn events(
     shared: &Shared,
     stream: &TcpStream,
-    head: ResponseHead,
+    mut head: ResponseHead,
+    framing: StreamFraming,
     id: JobId,
     mut sub: Subscriber,
 ) {
     let mut w = stream.clone();
     let mut frame = Vec::new();
+    framing.adapt(&mut head);
     head.encode(&mut frame);
     let mut dropped = !send(&mut w, &frame).await;
     let waker = shared.waker(id);
@@ -107,7 +114,7 @@ pub async fn events(
             }
         };
         match next {
-            Next::Wrote => dropped = !send_chunk(&mut w, &buf, &mut frame).await,
+            Next::Wrote => dropped = !send_chunk(&mut w, framing, &buf, &mut frame).await,
             Next::Wait(deadline) => dropped = !wait(stream, listener, deadline).await,
             Next::ReadArchive { offset, first, len } => {
                 let bytes = match (&shared.archive, &reader) {
@@ -126,11 +133,11 @@ pub async fn events(
                     sub.handle_archive(job.log(), offset, first, &bytes, &mut buf);
                 }
                 if !buf.is_empty() {
-                    dropped = !send_chunk(&mut w, &buf, &mut frame).await;
+                    dropped = !send_chunk(&mut w, framing, &buf, &mut frame).await;
                 }
             }
             Next::End => {
-                let _ = send(&mut w, http::LAST_CHUNK).await;
+                let _ = send(&mut w, framing.end()).await;
                 break;
             }
         }
@@ -148,12 +155,14 @@ pub async fn events(
 pub async fn raw_log(
     shared: &Shared,
     stream: &TcpStream,
-    head: ResponseHead,
+    mut head: ResponseHead,
+    framing: StreamFraming,
     id: JobId,
     follow: bool,
 ) {
     let mut w = stream.clone();
     let mut frame = Vec::new();
+    framing.adapt(&mut head);
     head.encode(&mut frame);
     if !send(&mut w, &frame).await {
         return;
@@ -165,7 +174,7 @@ pub async fn raw_log(
     {
         Some(Ok(f)) => f,
         _ => {
-            let _ = send(&mut w, http::LAST_CHUNK).await;
+            let _ = send(&mut w, framing.end()).await;
             return;
         }
     };
@@ -193,7 +202,7 @@ pub async fn raw_log(
                     }
                     Ok(n) => {
                         offset += n as u64;
-                        if !send_chunk(&mut w, &buf[..n], &mut frame).await {
+                        if !send_chunk(&mut w, framing, &buf[..n], &mut frame).await {
                             return;
                         }
                     }
@@ -211,7 +220,7 @@ pub async fn raw_log(
                 }
             }
             LogNext::End => {
-                let _ = send(&mut w, http::LAST_CHUNK).await;
+                let _ = send(&mut w, framing.end()).await;
                 return;
             }
         }

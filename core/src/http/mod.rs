@@ -623,3 +623,90 @@ impl ReadFailure {
         })
     }
 }
+
+/// How a streamed body (an event stream, a followed log) is delimited on the wire:
+/// chunked for HTTP/1.1, close-delimited for HTTP/1.0 clients (which cannot read
+/// chunked bodies). A runtime writes every piece of the body through
+/// [`StreamFraming::frame`] and ends with [`StreamFraming::end`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamFraming {
+    /// `Transfer-Encoding: chunked`; the connection may be reused afterwards.
+    Chunked,
+    /// No framing: the body ends when the server closes the connection.
+    CloseDelimited,
+}
+
+impl StreamFraming {
+    /// The framing for a client speaking `HTTP/1.<minor_version>`.
+    #[must_use]
+    pub fn for_version(minor_version: u8) -> StreamFraming {
+        if minor_version == 0 {
+            StreamFraming::CloseDelimited
+        } else {
+            StreamFraming::Chunked
+        }
+    }
+
+    /// Makes a streaming head (from [`sse_head`] or [`chunked_text_head`]) say this
+    /// framing.
+    pub fn adapt(self, head: &mut ResponseHead) {
+        if self == StreamFraming::CloseDelimited {
+            head.headers
+                .retain(|(n, _)| !n.eq_ignore_ascii_case("transfer-encoding"));
+            head.push("Connection", "close".into());
+        }
+    }
+
+    /// Appends `data` to `buf`, framed.
+    pub fn frame(self, data: &[u8], buf: &mut Vec<u8>) {
+        match self {
+            StreamFraming::Chunked => encode_chunk(data, buf),
+            StreamFraming::CloseDelimited => buf.extend_from_slice(data),
+        }
+    }
+
+    /// The bytes that end the body (then close, for [`StreamFraming::CloseDelimited`]).
+    #[must_use]
+    pub fn end(self) -> &'static [u8] {
+        match self {
+            StreamFraming::Chunked => LAST_CHUNK,
+            StreamFraming::CloseDelimited => b"",
+        }
+    }
+}
+
+#[cfg(test)]
+mod framing_tests {
+    use super::*;
+
+    #[test]
+    fn http10_streams_are_close_delimited() {
+        let f = StreamFraming::for_version(0);
+        let mut head = sse_head();
+        f.adapt(&mut head);
+        let mut wire = Vec::new();
+        head.encode(&mut wire);
+        let text = String::from_utf8(wire).unwrap();
+        assert!(
+            !text.to_ascii_lowercase().contains("transfer-encoding"),
+            "{text}"
+        );
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        let mut body = Vec::new();
+        f.frame(b"data: x\n\n", &mut body);
+        assert_eq!(body, b"data: x\n\n");
+        assert_eq!(f.end(), b"");
+    }
+
+    #[test]
+    fn http11_streams_are_chunked() {
+        let f = StreamFraming::for_version(1);
+        let mut head = sse_head();
+        f.adapt(&mut head);
+        assert_eq!(head.get("transfer-encoding"), Some("chunked"));
+        let mut body = Vec::new();
+        f.frame(b"abc", &mut body);
+        assert_eq!(body, b"3\r\nabc\r\n");
+        assert_eq!(f.end(), LAST_CHUNK);
+    }
+}
