@@ -232,6 +232,31 @@ both_runtimes!(
 );
 
 both_runtimes!(
+    fn archive_mode_resume_past_the_window_reads_the_archive(rt: Runtime) {
+        // The same small window as above, but with the archive: nothing is lost.
+        let cfg = json!({
+            "commands": { "big": sh("head -c 40000 /dev/zero | tr '\\0' x") },
+            "limits": { "memory_window_bytes": 4096 },
+            "sse": { "max_event_bytes": 1024 }
+        });
+        let server = Server::start_with_config(rt, &cfg.to_string(), &[]);
+        let (id, full) = run_job(server.addr(), "big");
+        assert_whole(&full);
+        assert_eq!(text_of(&full, "stdout"), "x".repeat(40_000));
+        for k in [1, 2, full.len() as u64 / 2] {
+            let mut events = stream(
+                server.addr(),
+                &format!("/jobs/{id}/events"),
+                &[("Last-Event-ID", &k.to_string())],
+            );
+            let got = events.collect_to_end(STREAM_BOUND);
+            assert!(events.finished(), "{:?}", events.dropped());
+            assert!(got == full[k as usize..], "resume after {k} differs");
+        }
+    }
+);
+
+both_runtimes!(
     fn tail_sends_start_a_gap_and_the_last_n_output_events(rt: Runtime) {
         let server = Server::start_with_config(
             rt,
