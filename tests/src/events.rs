@@ -172,12 +172,19 @@ impl EventStream {
     /// use the decoder.
     pub fn read_until_raw_contains(&mut self, needle: &[u8], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        // Only the bytes that could hold a new match are searched each time: a scan of
+        // the whole body per read is quadratic, and far too slow for tens of megabytes.
+        let mut from = 0;
         loop {
-            if contains(&self.raw, needle) {
+            if contains(&self.raw[from..], needle) {
                 return true;
             }
+            from = self
+                .raw
+                .len()
+                .saturating_sub(needle.len().saturating_sub(1));
             if !self.read_more(deadline) {
-                return contains(&self.raw, needle);
+                return contains(&self.raw[from..], needle);
             }
         }
     }

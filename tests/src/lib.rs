@@ -10,7 +10,8 @@
 //! 1. [`Runtime`] and [`binary_path`] (`bin.rs`): find, and on first use build, the
 //!    binaries of the target directory the test runs from.
 //! 2. [`Server`] (`server.rs`): one server process with its own temp data dir, its
-//!    stderr drained into a buffer that failing tests print.
+//!    stderr drained into a buffer that failing tests print; [`run_to_exit`] for a
+//!    command line the server must refuse.
 //! 3. [`request`], [`get`], [`post_json`], [`delete`], [`raw`] (`client.rs`): a small
 //!    blocking client with timeouts; bodies framed by `Content-Length`, chunked encoding
 //!    or close, parsed with `httparse`.
@@ -42,7 +43,7 @@ pub use client::{
 pub use events::{open_events, EventStream};
 pub use jobs::{start_job, wait_for_state};
 pub use proxy::CutProxy;
-pub use server::Server;
+pub use server::{run_to_exit, Exited, Server};
 
 /// Re-exported so cases can name decoder items without another dependency line.
 pub use spout_core::sse::{Dispatched, Item};

@@ -5,6 +5,7 @@ use crate::bin::{binary_path, Runtime};
 use std::ffi::OsString;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -393,9 +394,10 @@ enum Pipe {
 }
 
 /// Copies one pipe into the shared buffers until EOF, waking waiters on each read.
-/// The thread is not joined: a job that inherited the pipe by mistake could hold it
-/// open past the server, and a test must not hang on that.
-fn drain(output: Arc<Output>, mut pipe: Pipe) {
+/// A [`Server`] never joins the thread: a job that inherited the pipe by mistake
+/// could hold it open past the server, and a test must not hang on that. Only
+/// [`run_to_exit`], whose process starts no jobs, joins it.
+fn drain(output: Arc<Output>, mut pipe: Pipe) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut chunk = [0u8; 8192];
         loop {
@@ -415,7 +417,87 @@ fn drain(output: Arc<Output>, mut pipe: Pipe) {
             drop(bufs);
             output.grew.notify_all();
         }
-    });
+    })
+}
+
+/// What a server binary did when it was run to its end by [`run_to_exit`].
+#[derive(Debug)]
+pub struct Exited {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout, lossy UTF-8.
+    pub stdout: String,
+    /// Everything it wrote to stderr, lossy UTF-8.
+    pub stderr: String,
+}
+
+/// Runs `runtime`'s binary with exactly `args` (no `serve`, `--listen` or
+/// `--data-dir` added) in a temp dir of its own as working dir, and waits for it to
+/// exit: for command lines the server must refuse at start.
+///
+/// # Panics
+/// When the binary cannot be started, or has not exited within `timeout` (it is then
+/// killed, and the message holds its output: a server that should have refused to
+/// start may be listening).
+pub fn run_to_exit(runtime: Runtime, args: &[&str], timeout: Duration) -> Exited {
+    let program = binary_path(runtime);
+    let dir = fresh_temp_dir();
+    let output = Arc::new(Output::default());
+    let mut child = match Command::new(&program)
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("starting {} {args:?}: {e}", program.display());
+        }
+    };
+    // invariant: both were set to `Stdio::piped()` above.
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let drains = [
+        drain(Arc::clone(&output), Pipe::Out(stdout)),
+        drain(Arc::clone(&output), Pipe::Err(stderr)),
+    ];
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => break None,
+        }
+    };
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // The pipes close when the process is gone (it starts no jobs before refusing),
+    // so the drains end; joining them makes the last words part of the answer.
+    for handle in drains {
+        let _ = handle.join();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let bufs = output.lock();
+    let exited = Exited {
+        status: status.unwrap_or_else(|| ExitStatus::from_raw(9)),
+        stdout: String::from_utf8_lossy(&bufs.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&bufs.stderr).into_owned(),
+    };
+    drop(bufs);
+    assert!(
+        status.is_some(),
+        "{runtime} {args:?} did not exit within {timeout:?}\n---- stderr ----\n{}\n---- stdout ----\n{}",
+        exited.stderr,
+        exited.stdout
+    );
+    exited
 }
 
 /// A new empty dir under the system temp dir, unique across processes and tests.
