@@ -296,11 +296,13 @@ impl Log {
     }
 
     /// The id `?tail=n` starts from: the `n`-th last visible output event (never the
-    /// `start` event, which a tail subscriber gets anyway). With `n = 0`, the next id.
+    /// `start` event, which a tail subscriber gets anyway). With `n = 0`, the id after
+    /// the last output event (so `exit`, if any, is still sent).
     #[must_use]
     pub fn tail_start(&self, n: u64) -> u64 {
         if n == 0 {
-            return self.visible + 1;
+            // Only what comes after the output: a finished job still ends with exit.
+            return (self.last_output + 1).max(2);
         }
         // Count back over output events held in memory ...
         let mut seen = 0;

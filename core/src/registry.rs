@@ -467,7 +467,7 @@ impl Registry {
             }
             Route::JobLog(id) => {
                 let job = self.get(id)?;
-                let follow = matches!(query.get("follow"), Some("1" | "true" | "yes"));
+                let follow = query.flag("follow")?;
                 if job.log().persistence() == Persistence::Archive {
                     return Ok(Reply::RawLog {
                         head: http::chunked_text_head(),

@@ -352,7 +352,6 @@ both_runtimes!(
 );
 
 both_runtimes!(
-    #[ignore = "server bug: Registry::handle JobLog reads follow with matches! instead of Query::flag"]
     fn follow_flag_values_are_strict(rt: Runtime) {
         // docs/http.md: absent, `0`, `false` = off; `1`, `true`, bare `?follow` = on;
         // anything else 400.

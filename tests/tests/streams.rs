@@ -297,7 +297,6 @@ both_runtimes!(
 );
 
 both_runtimes!(
-    #[ignore = "server bug: Log::tail_start(0) returns visible + 1, so the tail gap swallows the exit event"]
     fn tail_zero_of_a_finished_job_still_ends_with_exit(rt: Runtime) {
         let server = Server::start_with_config(
             rt,
