@@ -9,6 +9,7 @@
 //! spout serve --config spout.json
 //! ```
 
+mod client;
 mod clock;
 mod http;
 mod job;
@@ -32,10 +33,21 @@ fn main() -> ExitCode {
             println!("spout {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Cli::Run { .. } | Cli::Tail { .. }) => {
-            eprintln!("spout: `run` and `tail` are not built yet; use curl -N on /jobs/ID/events meanwhile");
-            ExitCode::from(2)
-        }
+        Ok(Cli::Run {
+            server,
+            command,
+            args,
+            token,
+            kill_on_interrupt,
+            json,
+        }) => client::run(&server, &command, &args, token, kill_on_interrupt, json),
+        Ok(Cli::Tail {
+            url,
+            token,
+            from_start,
+            last_event_id,
+            json,
+        }) => client::tail(&url, token, from_start, last_event_id, json),
         Err(e) => {
             eprintln!("spout: {e}");
             ExitCode::from(2)
