@@ -432,10 +432,12 @@ impl Parser {
     }
 
     fn check_url(&self, what: &str, url: &str) -> Result<(), CliError> {
-        let host = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"));
-        match host {
+        if url.starts_with("https://") {
+            return Err(self.error(format!(
+                "{what} {url:?}: the client speaks plain http:// only; reach a TLS server through an SSH tunnel or a local TLS proxy"
+            )));
+        }
+        match url.strip_prefix("http://") {
             Some(h) if !h.is_empty() && !h.starts_with('/') => Ok(()),
             _ => Err(self.error(format!(
                 "{what} {url:?} must be a URL such as http://127.0.0.1:8080"
@@ -541,7 +543,6 @@ mod tests {
             ("run http://127.0.0.1:8080 build -v --verbose", run(local, "build", &["-v", "--verbose"], None, false, false)),
             ("run http://127.0.0.1:8080 build -- --json --token x", run(local, "build", &["--json", "--token", "x"], None, false, false)),
             ("run -- http://127.0.0.1:8080 build --json", run(local, "build", &["--json"], None, false, false)),
-            ("run https://ops.example.com build", run("https://ops.example.com", "build", &[], None, false, false)),
             ("run http://127.0.0.1:8080", Err("run needs a server and a command: spout run http://127.0.0.1:8080 build; see spout --help".into())),
             ("run --bogus http://127.0.0.1:8080 build", Err("unknown option --bogus; see spout --help".into())),
             ("run 127.0.0.1:8080 build", Err("SERVER \"127.0.0.1:8080\" must be a URL such as http://127.0.0.1:8080; see spout --help".into())),
