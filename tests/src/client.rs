@@ -53,6 +53,24 @@ impl Response {
     pub fn parse(bytes: &[u8]) -> io::Result<Response> {
         read_response(Reader::new(bytes), false, Instant::now() + DEFAULT_TIMEOUT)
     }
+
+    /// Parses every response in `bytes`, in order: the answers to pipelined requests
+    /// on one connection (none of them to a `HEAD`, whose answer has no body).
+    ///
+    /// # Errors
+    /// As [`Response::parse`], for the first response that does not parse; trailing
+    /// bytes that are not a whole response are an error too.
+    pub fn parse_all(bytes: &[u8]) -> io::Result<Vec<Response>> {
+        let deadline = Instant::now() + DEFAULT_TIMEOUT;
+        let mut reader = Reader::new(bytes);
+        let mut all = Vec::new();
+        while !reader.buf.is_empty() || !reader.source.is_empty() {
+            let (response, rest) = read_response_keeping_rest(reader, false, deadline)?;
+            all.push(response);
+            reader = rest;
+        }
+        Ok(all)
+    }
 }
 
 /// Sends one request and reads the whole response; see [`try_request`].
@@ -208,10 +226,20 @@ pub(crate) fn request_head(
 
 /// Reads a head and its whole body.
 fn read_response<S: wire::Source>(
-    mut reader: Reader<S>,
+    reader: Reader<S>,
     request_was_head: bool,
     deadline: Instant,
 ) -> io::Result<Response> {
+    read_response_keeping_rest(reader, request_was_head, deadline).map(|(response, _)| response)
+}
+
+/// [`read_response`], also giving back the reader with the bytes that followed the
+/// response (a pipelined next answer) in its buffer.
+fn read_response_keeping_rest<S: wire::Source>(
+    mut reader: Reader<S>,
+    request_was_head: bool,
+    deadline: Instant,
+) -> io::Result<(Response, Reader<S>)> {
     let head = reader.read_head(deadline)?;
     let mut framing = head.framing(request_was_head)?;
     let mut body = Vec::new();
@@ -245,9 +273,13 @@ fn read_response<S: wire::Source>(
             }
         }
     }
-    Ok(Response {
-        status: head.status,
-        headers: head.headers,
-        body,
-    })
+    reader.buf = input;
+    Ok((
+        Response {
+            status: head.status,
+            headers: head.headers,
+            body,
+        },
+        reader,
+    ))
 }

@@ -20,7 +20,9 @@
 //! 5. [`CutProxy`] (`proxy.rs`): a loopback TCP proxy that drops connections on demand,
 //!    for resume tests.
 //! 6. [`start_job`], [`wait_for_state`] (`jobs.rs`): the job API on top.
-//! 7. [`both_runtimes!`]: write a case once, get one `#[test]` per runtime.
+//! 7. [`procfs`]: CPU time, memory, threads, descriptors and process groups from
+//!    `/proc`, for the hardening cases.
+//! 8. [`both_runtimes!`]: write a case once, get one `#[test]` per runtime.
 //!
 //! Everything listens on and connects to loopback only, and everything a test starts
 //! is stopped in `Drop` (processes killed and reaped, temp dirs removed, threads joined).
@@ -32,6 +34,7 @@ mod bin;
 mod client;
 mod events;
 mod jobs;
+pub mod procfs;
 mod proxy;
 mod server;
 mod wire;
