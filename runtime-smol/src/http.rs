@@ -73,9 +73,9 @@ pub enum ReadError {
     /// A head did not complete within [`Limits::head_timeout`], or a body within
     /// its time.
     Timeout,
-    /// The head (or a chunked body's trailer section) exceeds its byte limit.
+    /// The head exceeds its byte limit.
     HeadTooLarge,
-    /// The head (or trailer section) has more fields than allowed.
+    /// The head has more fields than allowed.
     TooManyHeaders,
     /// The head (or trailer section) is not valid HTTP/1.x; says what httparse
     /// found wrong.
@@ -198,15 +198,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// for the next request.
     ///
     /// Chunked bodies: chunk extensions are ignored, trailer fields are read and
-    /// discarded (at most 16 KiB and 64 fields).
+    /// discarded (all framing together within `spout_core::http::MAX_HEAD_BYTES`).
     ///
     /// # Errors
     ///
     /// [`ReadError::BodyTooLarge`] as soon as the body is known to exceed `max`
     /// (a `Length` over it is refused before reading anything);
     /// [`ReadError::Timeout`] when the whole body did not arrive within
-    /// `timeout`; [`ReadError::BadChunk`] for broken chunk framing; for
-    /// trailers, the head errors; [`ReadError::Closed`] on EOF inside the body;
+    /// `timeout`; [`ReadError::BadChunk`] for broken chunk framing or too much of
+    /// it; [`ReadError::Closed`] on EOF inside the body;
     /// [`ReadError::Io`].
     ///
     /// Not cancel-safe for chunked bodies: chunks already consumed are lost
