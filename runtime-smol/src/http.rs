@@ -77,7 +77,7 @@ pub enum ReadError {
     HeadTooLarge,
     /// The head has more fields than allowed.
     TooManyHeaders,
-    /// The head (or trailer section) is not valid HTTP/1.x; says what httparse
+    /// The head is not valid HTTP/1.x; says what httparse
     /// found wrong.
     Malformed(&'static str),
     /// The body is longer than allowed; the rest of it was not read.
