@@ -187,7 +187,7 @@ fn viewer_csp_pins_the_inline_script_and_style() {
         assert_eq!(html.matches(&open).count(), 1, "one inline <{tag}>");
         let start = html.find(&open).unwrap() + open.len();
         let end = start + html[start..].find(&close).unwrap();
-        let digest = Sha256::digest(html[start..end].as_bytes());
+        let digest = Sha256::digest(&html.as_bytes()[start..end]);
         let hash = base64(&digest);
         assert!(
             csp.contains(&format!("'sha256-{hash}'")),
