@@ -19,7 +19,7 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdout};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Instant;
@@ -209,10 +209,11 @@ fn drive(
 fn next_msg(rx: &Receiver<Msg>, deadline: Option<Instant>) -> Option<Msg> {
     match deadline {
         None => rx.recv().ok(),
-        Some(t) => match rx.recv_timeout(t.saturating_duration_since(clock::now())) {
-            Ok(msg) => Some(msg),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        },
+        // A timeout is the deadline; the channel cannot close while the job runs
+        // (its inbox in `Drivers` holds a sender).
+        Some(t) => rx
+            .recv_timeout(t.saturating_duration_since(clock::now()))
+            .ok(),
     }
 }
 
