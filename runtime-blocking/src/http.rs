@@ -145,14 +145,37 @@ pub struct Writer {
     frame: Vec<u8>,
 }
 
+/// Largest unread request body tiny_http may discard before an answer is written.
+///
+/// Why a bound: tiny_http 0.12 discards an unread `Content-Length` body by
+/// allocating a buffer of the whole remaining length, so one request declaring a
+/// terabyte would abort the process (allocation failure). Requests past this bound
+/// are left unanswered instead (see [`Writer::new`]).
+pub const MAX_DISCARD: usize = 16 * 1024 * 1024;
+
 impl Writer {
     /// Takes `req`'s connection over for writing. tiny_http first discards what is
     /// left of the request body (read it first where it matters).
-    pub fn new(req: tiny_http::Request) -> Writer {
-        Writer {
+    ///
+    /// `None` for a request whose declared body is over [`MAX_DISCARD`] (always
+    /// unread: the core refuses bodies over `MAX_BODY`): the request is leaked, not
+    /// dropped — its connection stays open and unanswered until the server stops —
+    /// because dropping it would abort the whole server (see [`MAX_DISCARD`]).
+    pub fn new(req: tiny_http::Request) -> Option<Writer> {
+        if req.body_length().is_some_and(|len| len > MAX_DISCARD) {
+            spout_blocking::driver::log(&format!(
+                "{}: request body of {} bytes declared; leaving the connection unanswered",
+                req.remote_addr()
+                    .map_or_else(|| "?".to_owned(), ToString::to_string),
+                req.body_length().unwrap_or(0)
+            ));
+            std::mem::forget(req);
+            return None;
+        }
+        Some(Writer {
             out: req.into_writer(),
             frame: Vec::new(),
-        }
+        })
     }
 
     /// Writes `bytes` and flushes them. Returns whether it worked: a client that

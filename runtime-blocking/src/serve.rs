@@ -273,7 +273,7 @@ fn refuse(request: tiny_http::Request) {
 fn write_response(request: tiny_http::Request, response: &Response, head_only: bool) -> bool {
     let mut out = Vec::new();
     response.encode(head_only, &mut out);
-    Writer::new(request).send(&out)
+    Writer::new(request).is_some_and(|mut w| w.send(&out))
 }
 
 /// One request: its head to the core, its body read, the core's answer written.
@@ -353,7 +353,10 @@ fn connection(state: &State, mut request: tiny_http::Request) {
             job,
             subscriber,
         } => {
-            let mut w = Writer::new(request);
+            let Some(mut w) = Writer::new(request) else {
+                shared.lock().unsubscribe(job, true, clock::now());
+                return;
+            };
             if head_only {
                 shared.lock().unsubscribe(job, false, clock::now());
                 let mut out = Vec::new();
@@ -365,7 +368,9 @@ fn connection(state: &State, mut request: tiny_http::Request) {
             return;
         }
         Reply::RawLog { head, job, follow } => {
-            stream::raw_log(shared, &mut Writer::new(request), &head, job, follow);
+            if let Some(mut w) = Writer::new(request) {
+                stream::raw_log(shared, &mut w, &head, job, follow);
+            }
             return;
         }
         _ => return,

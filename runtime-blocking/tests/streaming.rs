@@ -267,3 +267,41 @@ fn sigterm_stops_jobs_ends_streams_and_exits_zero() {
     let log = server.stderr.lock().unwrap().clone();
     assert!(log.contains("spout: stopped\n"), "{log}");
 }
+
+#[test]
+fn past_the_connection_bound_a_request_gets_503_with_retry_after() {
+    // One subscriber allowed, so 1 + 64 connection threads: one event stream and 64
+    // raw-log followers of a quiet job hold them all.
+    let mut server = Server::start(
+        "bound",
+        r#"{"commands": {"quiet": {"argv": ["sleep", "600"]}},
+            "limits": {"max_subscribers": 1}, "sse": {"heartbeat_s": 1}}"#,
+    );
+    let id = server.start_job("quiet");
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let mut s = server.connect();
+        write!(s, "GET /jobs/{id}/log?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut seen = Vec::new();
+        read_until(&mut s, &mut seen, "Transfer-Encoding: chunked\r\n\r\n");
+        held.push(s);
+    }
+    let mut events = open_events(&server, &id);
+    read_until(&mut events, &mut Vec::new(), "event: start\n");
+    let answer = server.request("GET", "/healthz", "");
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("\r\nRetry-After: "), "{answer}");
+    assert!(answer.contains(r#"{"error":"#), "{answer}");
+    // The stream's client leaves; its next heartbeat fails and gives the slot back.
+    drop(events);
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let answer = server.request("GET", "/healthz", "");
+        if answer.starts_with("HTTP/1.1 200 ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again: {answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server.terminate().success());
+}
