@@ -285,11 +285,11 @@ impl Subscriber {
         bytes: &[u8],
         buf: &mut Vec<u8>,
     ) {
+        let start_len = buf.len();
         let scan = archive::scan(bytes, first);
         let (mut pos, mut pos_id) = (offset, first.get());
-        let before = self.next;
         for record in &scan.records {
-            if buf.len() >= TRANSMIT_BUDGET {
+            if buf.len() - start_len >= TRANSMIT_BUDGET {
                 break;
             }
             pos += (archive::RECORD_HEADER_LEN + record.wire.len()) as u64;
@@ -300,18 +300,25 @@ impl Subscriber {
                 self.sent += 1;
             }
         }
-        self.archive_at = (pos_id > first.get()).then_some((pos, pos_id));
-        if self.next > before {
+        if pos_id > first.get() {
+            // Progress through the file (sent, or skipped up to the cursor):
+            // the next read continues right here.
+            self.archive_at = Some((pos, pos_id));
             self.archive_len = ARCHIVE_READ_BYTES;
             return;
         }
-        let short = bytes.len() >= self.archive_len && scan.records.is_empty();
-        if short && self.archive_len < 64 << 20 {
+        // Not one whole record at `offset`.
+        if scan.damage == Some(archive::Damage::Truncated)
+            && bytes.len() >= self.archive_len
+            && self.archive_len < archive::MAX_WIRE_LEN
+        {
             // One record is larger than the read: ask for more next time.
-            self.archive_len *= 2;
+            self.archive_len =
+                (self.archive_len * 2).min(archive::MAX_WIRE_LEN + archive::RECORD_HEADER_LEN);
             return;
         }
-        // The archive cannot give `next`: say what is lost, up to the window.
+        // The archive cannot give `next` (damaged or short): say what is lost, up
+        // to the memory window, rather than lose it silently.
         self.archive_at = None;
         let to = log.window_first().saturating_sub(1).max(self.next);
         self.write_gap(self.next, to.min(log.last_visible()), buf);

@@ -171,3 +171,45 @@ fn response_encoding_is_what_both_runtimes_write() {
     Response::no_content().encode(false, &mut out);
     assert!(out.starts_with(b"HTTP/1.1 204 No Content\r\n"));
 }
+
+/// The viewer's CSP allows exactly its own inline script and style, by hash (no
+/// `'unsafe-inline'`: output wrongly inserted as markup could not run a handler).
+/// Editing the page without updating `VIEWER_CSP` fails here, with the new hashes.
+#[test]
+fn viewer_csp_pins_the_inline_script_and_style() {
+    use sha2::{Digest, Sha256};
+    let html = spout_core::registry::VIEWER_HTML;
+    let csp = spout_core::http::VIEWER_CSP;
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    for tag in ["script", "style"] {
+        let open = format!("<{tag}>");
+        let close = format!("</{tag}>");
+        assert_eq!(html.matches(&open).count(), 1, "one inline <{tag}>");
+        let start = html.find(&open).unwrap() + open.len();
+        let end = start + html[start..].find(&close).unwrap();
+        let digest = Sha256::digest(&html.as_bytes()[start..end]);
+        let hash = base64(&digest);
+        assert!(
+            csp.contains(&format!("'sha256-{hash}'")),
+            "VIEWER_CSP must allow the <{tag}> by 'sha256-{hash}'"
+        );
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

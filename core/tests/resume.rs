@@ -133,3 +133,45 @@ fn slow_subscriber_costs_no_copy_of_the_log() {
     }
     assert!(s.job.log().window_bytes() <= 10_000 + 200);
 }
+
+#[test]
+fn archive_reads_ignore_what_the_caller_buffer_already_holds() {
+    // Found by the log_ops fuzzer: a caller buffer already past the transmit budget
+    // made handle_archive send nothing and fall back to a gap.
+    let s = busy_job(
+        JobSettings {
+            window_bytes: 2_000,
+            ..JobSettings::default()
+        },
+        400,
+    );
+    let mut sub = s
+        .subscribe(SubscribeParams {
+            last_event_id: Some("0"),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut buf = vec![b'x'; 100 * 1024];
+    let before = buf.len();
+    loop {
+        match sub.poll_transmit(s.job.log(), s.now, &mut buf) {
+            Next::ReadArchive { offset, first, len } => {
+                let start = offset as usize;
+                let end = (start + len).min(s.archive.len());
+                sub.handle_archive(s.job.log(), offset, first, &s.archive[start..end], &mut buf);
+            }
+            Next::Wrote => continue,
+            other => {
+                assert_eq!(other, Next::End);
+                break;
+            }
+        }
+    }
+    let wire = String::from_utf8(buf[before..].to_vec()).unwrap();
+    let got = parse(&wire);
+    assert!(
+        got.iter().all(|(_, kind, _)| kind != "gap"),
+        "no gap in archive mode"
+    );
+    assert_eq!(got.len() as u64, s.job.log().last_visible());
+}

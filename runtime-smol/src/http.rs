@@ -16,21 +16,10 @@ use std::time::Duration;
 
 use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
 use smol::Timer;
+use spout_core::http::{ApiError, ChunkedDecoder};
 
 /// How much one read asks the socket for.
 const READ_CHUNK: usize = 8 * 1024;
-
-/// Longest chunk-size line (size plus ignored extensions) a chunked body may send.
-/// Extensions carry nothing we use; the bound keeps a client from streaming an
-/// endless "line" into our buffer.
-const MAX_CHUNK_LINE: usize = 1024;
-
-/// Bound on the trailer section of a chunked body, in bytes: trailers are a
-/// header section, so they get the same bound as a head by default.
-const MAX_TRAILER_BYTES: usize = 16 * 1024;
-
-/// Bound on the number of trailer fields of a chunked body.
-const MAX_TRAILERS: usize = 64;
 
 /// Size and time bounds for reading a request head.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,11 +73,11 @@ pub enum ReadError {
     /// A head did not complete within [`Limits::head_timeout`], or a body within
     /// its time.
     Timeout,
-    /// The head (or a chunked body's trailer section) exceeds its byte limit.
+    /// The head exceeds its byte limit.
     HeadTooLarge,
-    /// The head (or trailer section) has more fields than allowed.
+    /// The head has more fields than allowed.
     TooManyHeaders,
-    /// The head (or trailer section) is not valid HTTP/1.x; says what httparse
+    /// The head is not valid HTTP/1.x; says what httparse
     /// found wrong.
     Malformed(&'static str),
     /// The body is longer than allowed; the rest of it was not read.
@@ -209,15 +198,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// for the next request.
     ///
     /// Chunked bodies: chunk extensions are ignored, trailer fields are read and
-    /// discarded (at most 16 KiB and 64 fields).
+    /// discarded (all framing together within `spout_core::http::MAX_HEAD_BYTES`).
     ///
     /// # Errors
     ///
     /// [`ReadError::BodyTooLarge`] as soon as the body is known to exceed `max`
     /// (a `Length` over it is refused before reading anything);
     /// [`ReadError::Timeout`] when the whole body did not arrive within
-    /// `timeout`; [`ReadError::BadChunk`] for broken chunk framing; for
-    /// trailers, the head errors; [`ReadError::Closed`] on EOF inside the body;
+    /// `timeout`; [`ReadError::BadChunk`] for broken chunk framing or too much of
+    /// it; [`ReadError::Closed`] on EOF inside the body;
     /// [`ReadError::Io`].
     ///
     /// Not cancel-safe for chunked bodies: chunks already consumed are lost
@@ -312,72 +301,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         at
     }
 
+    /// A chunked body, de-chunked by the core's decoder (the one de-chunker of
+    /// request bodies; strict about CRLF, trailers read and ignored).
     async fn read_chunked(&mut self, max: usize, timer: &mut Timer) -> Result<Vec<u8>, ReadError> {
+        let mut decoder = ChunkedDecoder::new(max);
         let mut body = Vec::new();
         loop {
-            let size = self.read_chunk_size(timer).await?;
-            // A size that does not even fit in usize is over any max.
-            let size = usize::try_from(size).map_err(|_| ReadError::BodyTooLarge)?;
-            if size > max - body.len() {
-                return Err(ReadError::BodyTooLarge);
-            }
-            if size == 0 {
-                self.skip_trailers(timer).await?;
+            let used = decoder.decode(&self.buf, &mut body).map_err(|e| match e {
+                ApiError::BodyTooLarge(_) => ReadError::BodyTooLarge,
+                _ => ReadError::BadChunk,
+            })?;
+            self.buf.drain(..used);
+            if decoder.is_done() {
                 return Ok(body);
             }
-            self.fill_to(size + 2, timer).await?;
-            if self.buf[size..size + 2] != *b"\r\n" {
-                return Err(ReadError::BadChunk);
-            }
-            body.extend_from_slice(&self.buf[..size]);
-            self.buf.drain(..size + 2);
-        }
-    }
-
-    /// Reads and consumes one chunk-size line.
-    async fn read_chunk_size(&mut self, timer: &mut Timer) -> Result<u64, ReadError> {
-        loop {
-            match httparse::parse_chunk_size(&self.buf) {
-                Ok(httparse::Status::Complete((len, size))) => {
-                    let line = &self.buf[..len];
-                    // httparse reads a line with no digits ("\r\n", ";x\r\n") as
-                    // size 0 and lets a bare LF pass inside an extension; both
-                    // are invalid (RFC 9112 §7.1) and the second is a known
-                    // request-smuggling shape, so refuse them here.
-                    if !line[0].is_ascii_hexdigit() || line[..len - 2].contains(&b'\n') {
-                        return Err(ReadError::BadChunk);
-                    }
-                    self.buf.drain(..len);
-                    return Ok(size);
-                }
-                Ok(httparse::Status::Partial) => {
-                    if self.buf.len() >= MAX_CHUNK_LINE {
-                        return Err(ReadError::BadChunk);
-                    }
-                    self.fill_some(timer).await?;
-                }
-                Err(httparse::InvalidChunkSize) => return Err(ReadError::BadChunk),
-            }
-        }
-    }
-
-    /// Reads and discards the trailer section that ends a chunked body.
-    async fn skip_trailers(&mut self, timer: &mut Timer) -> Result<(), ReadError> {
-        loop {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILERS];
-            match httparse::parse_headers(&self.buf, &mut fields) {
-                Ok(httparse::Status::Complete((len, _))) => {
-                    self.buf.drain(..len);
-                    return Ok(());
-                }
-                Ok(httparse::Status::Partial) => {
-                    if self.buf.len() >= MAX_TRAILER_BYTES {
-                        return Err(ReadError::HeadTooLarge);
-                    }
-                    self.fill_some(timer).await?;
-                }
-                Err(e) => return Err(header_error(e)),
-            }
+            self.fill_some(timer).await?;
         }
     }
 
@@ -895,7 +833,7 @@ mod tests {
             );
         }
         // A chunk-size line that never ends.
-        let long = format!("3;{}", "x".repeat(MAX_CHUNK_LINE));
+        let long = format!("3;{}", "x".repeat(spout_core::http::MAX_HEAD_BYTES));
         let mut c = script(&[long], End::Hang);
         assert!(matches!(
             body(&mut c, BodyFraming::Chunked, 64),
@@ -904,23 +842,15 @@ mod tests {
     }
 
     #[test]
-    fn chunked_trailer_errors() {
-        let mut c = script(&[b"0\r\nBad Name: x\r\n\r\n"], End::Eof);
-        assert!(matches!(
-            body(&mut c, BodyFraming::Chunked, 64),
-            Err(ReadError::Malformed(_))
-        ));
-        let many = format!("0\r\n{}\r\n", "T: x\r\n".repeat(MAX_TRAILERS + 1));
-        let mut c = script(&[many], End::Eof);
-        assert!(matches!(
-            body(&mut c, BodyFraming::Chunked, 64),
-            Err(ReadError::TooManyHeaders)
-        ));
-        let huge = format!("0\r\nT: {}", "x".repeat(MAX_TRAILER_BYTES));
+    fn chunked_trailers_are_ignored_within_the_framing_bound() {
+        // The core's decoder reads trailer lines and drops them.
+        let mut c = script(&[b"0\r\nAny-Name: x\r\n\r\n"], End::Eof);
+        assert_eq!(body(&mut c, BodyFraming::Chunked, 64).unwrap(), b"");
+        let huge = format!("0\r\nT: {}", "x".repeat(spout_core::http::MAX_HEAD_BYTES));
         let mut c = script(&[huge], End::Hang);
         assert!(matches!(
             body(&mut c, BodyFraming::Chunked, 64),
-            Err(ReadError::HeadTooLarge)
+            Err(ReadError::BadChunk)
         ));
         let mut c = script(&[b"0\r\nT: x\r\n"], End::Eof);
         assert!(matches!(

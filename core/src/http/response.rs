@@ -4,10 +4,15 @@
 use serde::Serialize;
 
 /// The `Content-Security-Policy` of the built-in viewer page: everything from this
-/// server only, inline script and style allowed (the page is one self-contained file),
-/// no framing by other sites, no plugins, no `<base>` tricks.
-pub const VIEWER_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; \
-style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; \
+/// server only; the page's one inline script and one inline style allowed by their
+/// SHA-256 hashes (never `'unsafe-inline'`, so output wrongly inserted as markup could
+/// not run a handler); no framing by other sites, no plugins, no `<base>` tricks. A
+/// test (`core/tests/http_transcripts.rs`) fails with the new hashes when the page
+/// changes.
+pub const VIEWER_CSP: &str = "default-src 'none'; \
+script-src 'sha256-thOIsDkIO+Yyz/kya+Abt9lTyb1/JpxjEu5RRQAKPtI='; \
+style-src 'sha256-12Kf/PAmcmLd792pA8wrYDkOTHwjJL+1x6h+p4CMGxI='; \
+connect-src 'self'; img-src 'self' data:; \
 base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The interim answer to `Expect: 100-continue`, written before reading the body.

@@ -1,0 +1,27 @@
+//! The one place the blocking runtime reads the clocks and OS randomness; everything
+//! else gets them from here and passes them into the core as inputs. Keeping them
+//! in one file makes them easy to find, and easy to replace in a test build.
+
+use std::time::{Instant, SystemTime};
+
+/// The monotonic time, for every deadline the core computes.
+#[must_use]
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// The wall-clock time, only for timestamps shown to people (`started_at`).
+#[must_use]
+pub fn wall() -> SystemTime {
+    SystemTime::now()
+}
+
+/// 16 bytes of OS randomness for a new job id.
+///
+/// # Panics
+///
+/// When the OS gives no randomness (see `spout_blocking::os::random_bytes`).
+#[must_use]
+pub fn job_id_bytes() -> [u8; 16] {
+    spout_blocking::os::random_bytes()
+}
