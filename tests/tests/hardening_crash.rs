@@ -67,7 +67,9 @@ both_runtimes!(
         let stderr = server.stderr_text();
         for id in [&truncated, &garbled] {
             assert!(
-                stderr.lines().any(|l| l.contains(id.as_str()) && l.contains("cutting the damaged tail")),
+                stderr
+                    .lines()
+                    .any(|l| l.contains(id.as_str()) && l.contains("cutting the damaged tail")),
                 "no warning names job {id}:\n{stderr}"
             );
         }
@@ -76,7 +78,11 @@ both_runtimes!(
             assert_whole(&events);
             let kept = &events[..events.len() - 1];
             assert!(!kept.is_empty() && kept.len() < original.len());
-            assert_eq!(kept, &original[..kept.len()], "what is kept reads back the same");
+            assert_eq!(
+                kept,
+                &original[..kept.len()],
+                "what is kept reads back the same"
+            );
             let exit = exit_data(&events);
             assert_eq!(exit["reason"], "server_restart", "{exit}");
         }
@@ -96,7 +102,11 @@ both_runtimes!(
         );
         let _ = std::fs::remove_dir_all(&dir);
         assert!(!exited.status.success(), "{exited:?}");
-        assert!(!exited.stderr.contains("listening on"), "{:?}", exited.stderr);
+        assert!(
+            !exited.stderr.contains("listening on"),
+            "{:?}",
+            exited.stderr
+        );
         assert!(
             exited.stderr.contains(data_dir) || exited.stderr.contains("a-file"),
             "the refusal names the path: {:?}",
@@ -116,21 +126,20 @@ both_runtimes!(
             "big": sh("yes 0123456789012345678901234567890123456789012345678901234567890123456789 | head -c 4000000"),
             "small": sh("echo small")
         }));
-        let server = Server::start_with_config(rt, &cfg, &["--data-dir", data_dir.to_str().unwrap()]);
+        let server =
+            Server::start_with_config(rt, &cfg, &["--data-dir", data_dir.to_str().unwrap()]);
         let (id, _) = start_job(server.addr(), "big", &[]);
-        let status = spout_tests::wait_for_state(
-            server.addr(),
-            &id,
-            |s| s["exit"].is_object(),
-            30 * SECOND,
-        );
+        let status =
+            spout_tests::wait_for_state(server.addr(), &id, |s| s["exit"].is_object(), 30 * SECOND);
         let exit = &status["exit"];
         eprintln!("figures: full disk: status {status:#}");
         // The server lives on and says what happened.
         assert_eq!(get(server.addr(), "/healthz").status, 200);
         let stderr = server.stderr_text();
         assert!(
-            stderr.to_lowercase().contains("no space") || stderr.contains("ENOSPC") || stderr.contains("os error 28"),
+            stderr.to_lowercase().contains("no space")
+                || stderr.contains("ENOSPC")
+                || stderr.contains("os error 28"),
             "the full disk is reported on stderr:\n{stderr}"
         );
         // Nothing silently dropped: what a client reads is all the job wrote, or
@@ -173,7 +182,8 @@ fn kill_loop(rt: Runtime, kills: u64) {
             .iter()
             .enumerate()
             .map(|(i, seen)| {
-                let mut events = stream(server.addr(), &format!("/jobs/{}/events", ids[i / 2]), &[]);
+                let mut events =
+                    stream(server.addr(), &format!("/jobs/{}/events", ids[i / 2]), &[]);
                 let seen = Arc::clone(seen);
                 std::thread::spawn(move || {
                     // Until the crash cuts the stream.
@@ -196,7 +206,11 @@ fn kill_loop(rt: Runtime, kills: u64) {
             let seen = seen.lock().unwrap();
             let whole = whole_stream(server.addr(), id);
             assert_whole(&whole);
-            assert_eq!(exit_data(&whole)["reason"], "server_restart", "round {round}");
+            assert_eq!(
+                exit_data(&whole)["reason"],
+                "server_restart",
+                "round {round}"
+            );
             assert!(
                 seen.len() < whole.len(),
                 "round {round}: a client saw {} events, the archive has {}",
@@ -220,7 +234,10 @@ fn kill_loop(rt: Runtime, kills: u64) {
             let rest = resumed.collect_to_end(STREAM_BOUND);
             let mut joined: Vec<Dispatched> = seen.clone();
             joined.extend(rest);
-            assert_eq!(joined, whole, "round {round}, job {id}: seen + resumed = the log");
+            assert_eq!(
+                joined, whole,
+                "round {round}, job {id}: seen + resumed = the log"
+            );
         }
         all_jobs.extend(ids);
         eprintln!("figures: kill {round}: jobs read back whole after the crash");
@@ -274,7 +291,9 @@ impl TinyTmpfs {
 
 impl Drop for TinyTmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.path).status();
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
         let _ = std::fs::remove_dir(Path::new(&self.path));
     }
 }

