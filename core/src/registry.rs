@@ -307,8 +307,18 @@ impl Registry {
     /// Runs every check on a request head before its body is read (framing,
     /// target, route, CORS, token): either answer at once, or read the body the
     /// [`http::Admitted`] describes and call [`Registry::handle`].
-    pub fn admit(&mut self, req: &Request<'_>) -> http::Admission {
-        let admission = match self.check_host(req) {
+    ///
+    /// `minor_version` is the `x` of the request's `HTTP/1.x`: an HTTP/1.1
+    /// request must carry `Host` (RFC 9112 §3.2), or it is `400`.
+    pub fn admit(&mut self, req: &Request<'_>, minor_version: u8) -> http::Admission {
+        let host = if minor_version >= 1 && req.header("host").is_none() {
+            Err(ApiError::BadRequest(
+                "an HTTP/1.1 request needs a Host field".into(),
+            ))
+        } else {
+            self.check_host(req)
+        };
+        let admission = match host {
             Ok(()) => http::admit(req, &self.auth, &self.cors, http::MAX_BODY),
             Err(e) => http::Admission::Respond(e.response().with_header("Connection", "close")),
         };

@@ -38,7 +38,7 @@ fn exchange(
         headers,
     };
     let mut out = Vec::new();
-    match reg.admit(&req) {
+    match reg.admit(&req, 0) {
         Admission::Respond(r) => {
             r.encode(false, &mut out);
             (out, None)

@@ -187,7 +187,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
         };
         let keep_alive = http::keep_alive(&req, head.version);
         let version = head.version;
-        let admission = shared.lock().admit(&req);
+        let admission = shared.lock().admit(&req, head.version);
         let admitted = match admission {
             Admission::Respond(response) => {
                 out.clear();

@@ -505,7 +505,6 @@ mod hostile_requests_get_clean_answers {
 both_runtimes!(
     /// RFC 9112 section 3.2: "A server MUST respond with a 400 (Bad Request) status
     /// code to any HTTP/1.1 request message that lacks a Host header field".
-    #[ignore = "bug: an HTTP/1.1 request without Host is answered 200 (core http::admit has no Host check)"]
     fn http11_without_host_is_400(rt: Runtime) {
         let server = Server::start_with_config(rt, &server_config(), &[]);
         let request = b"GET /healthz HTTP/1.1\r\n\r\n";
