@@ -818,7 +818,7 @@ mod tests {
             target: "/commands",
             headers: evil,
         };
-        match reg.admit(&req) {
+        match reg.admit(&req, 1) {
             http::Admission::Respond(r) => assert_eq!(r.head.status, 403),
             other => panic!("{other:?}"),
         }
@@ -828,6 +828,17 @@ mod tests {
             target: "/commands",
             headers: good,
         };
-        assert!(matches!(reg.admit(&req), http::Admission::Handle(_)));
+        assert!(matches!(reg.admit(&req, 1), http::Admission::Handle(_)));
+        // HTTP/1.1 needs a Host; HTTP/1.0 may go without.
+        let req = Request {
+            method: "GET",
+            target: "/commands",
+            headers: &[],
+        };
+        match reg.admit(&req, 1) {
+            http::Admission::Respond(r) => assert_eq!(r.head.status, 400),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(reg.admit(&req, 0), http::Admission::Handle(_)));
     }
 }
