@@ -294,7 +294,7 @@ fn connection(state: &State, mut request: tiny_http::Request) {
     }
     let fields = head.fields();
     let req = wire::request(&head, &fields);
-    let minor = u8::try_from(request.http_version().1).unwrap_or(1);
+    let minor = request.http_version().1;
     let admission = shared.lock().admit(&req, minor);
     let admitted = match admission {
         Admission::Respond(response) => {
