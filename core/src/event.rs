@@ -54,6 +54,8 @@ pub enum EndReason {
     ServerShutdown,
     /// The server died while the job ran; found on restart.
     ServerRestart,
+    /// The archive could not be written (disk full, read-only, I/O error).
+    ArchiveError,
 }
 
 impl EndReason {
@@ -67,6 +69,7 @@ impl EndReason {
             EndReason::Unwatched => "unwatched",
             EndReason::ServerShutdown => "server_shutdown",
             EndReason::ServerRestart => "server_restart",
+            EndReason::ArchiveError => "archive_error",
         }
     }
 
@@ -80,6 +83,7 @@ impl EndReason {
             EndReason::Unwatched,
             EndReason::ServerShutdown,
             EndReason::ServerRestart,
+            EndReason::ArchiveError,
         ]
         .into_iter()
         .find(|r| r.as_str() == name)

@@ -55,6 +55,8 @@ pub enum State {
     Shutdown,
     /// It was running when the server died.
     Lost,
+    /// Stopped because its archive could not be written.
+    ArchiveError,
 }
 
 impl State {
@@ -73,6 +75,7 @@ impl State {
             State::Unwatched => "unwatched",
             State::Shutdown => "shutdown",
             State::Lost => "lost",
+            State::ArchiveError => "archive_error",
         }
     }
 
@@ -95,12 +98,13 @@ impl State {
             Some(EndReason::Unwatched) => State::Unwatched,
             Some(EndReason::ServerShutdown) => State::Shutdown,
             Some(EndReason::ServerRestart) => State::Lost,
+            Some(EndReason::ArchiveError) => State::ArchiveError,
         }
     }
 }
 
 /// Every state, for parsing and metrics.
-pub const ALL_STATES: [State; 11] = [
+pub const ALL_STATES: [State; 12] = [
     State::Starting,
     State::Running,
     State::Stopping,
@@ -112,6 +116,7 @@ pub const ALL_STATES: [State; 11] = [
     State::Unwatched,
     State::Shutdown,
     State::Lost,
+    State::ArchiveError,
 ];
 
 /// A signal the runtime sends to the job's whole process group.
@@ -532,6 +537,17 @@ impl Job {
         }
     }
 
+    /// The runtime could not write the archive (`Persist` failed): the job is
+    /// stopped with `reason: "archive_error"`, and its log keeps going in memory
+    /// only, so nothing is dropped silently (see [`Log::handle_archive_failed`]).
+    pub fn handle_archive_failed(&mut self, now: Instant) {
+        if self.log.persistence() == Persistence::Memory {
+            return;
+        }
+        self.log.handle_archive_failed();
+        self.handle_stop(EndReason::ArchiveError, now);
+    }
+
     /// Time passed: fire every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for stream in [Stream::Stdout, Stream::Stderr] {
@@ -580,7 +596,9 @@ impl Job {
         }
         if self.state.is_final() && !self.finish_queued {
             self.finish_queued = true;
-            if self.log.persistence() == Persistence::Archive {
+            // The metadata is saved even after an archive failure: it is small, and
+            // may still fit where the events did not.
+            if self.settings.persistence == Persistence::Archive {
                 self.actions.extend([Action::SaveMeta, Action::Sync]);
             }
             self.actions.push_back(Action::Finished);

@@ -277,6 +277,17 @@ impl Log {
         self.evict();
     }
 
+    /// The archive can no longer be written: from now on events are visible at
+    /// once and kept only in the memory window (as in [`Persistence::Memory`]), so
+    /// live subscribers go on and anything that leaves the window is named by a
+    /// `gap` rather than lost silently.
+    pub fn handle_archive_failed(&mut self) {
+        self.persistence = Persistence::Memory;
+        self.unpersisted.clear();
+        self.visible = self.next - 1;
+        self.evict();
+    }
+
     /// Rebuilds a log from its archive records (after a restart): ids continue
     /// after the last record; the newest records fill the window.
     pub fn restore<'a>(

@@ -296,3 +296,41 @@ fn restore_of_finished_job_keeps_its_state() {
     assert_eq!(job.poll_action(), None, "nothing to persist");
     assert!(job.log().is_complete());
 }
+
+#[test]
+fn archive_failure_stops_the_job_and_keeps_events_visible() {
+    let mut s = Sim::new(JobSettings::default(), t0());
+    s.spawn();
+    // The runtime fails to write the next records (disk full).
+    let _ = s.job.handle_output(Stream::Stdout, b"one\n", s.now);
+    let mut failed = false;
+    while let Some(a) = s.job.poll_action() {
+        match a {
+            spout_core::job::Action::Persist { .. } if !failed => {
+                failed = true;
+                s.job.handle_archive_failed(s.now);
+            }
+            spout_core::job::Action::Signal(sig) => s.signals.push(sig),
+            _ => {}
+        }
+    }
+    assert!(failed);
+    assert_eq!(s.job.state(), State::Stopping);
+    assert_eq!(s.signals, vec![Signal::Term]);
+    // Later output and the exit are visible at once (memory only now).
+    s.out(Stream::Stdout, b"two\n");
+    s.exit(None, Some(15));
+    assert_eq!(s.job.state(), State::ArchiveError);
+    let evs = events(&s);
+    let texts: Vec<&str> = evs
+        .iter()
+        .filter(|(t, _)| t == "stdout")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["one\n", "two\n"]);
+    assert_eq!(exit_data(&s)["reason"], "archive_error");
+    assert_eq!(
+        s.meta_saves, 2,
+        "metadata is still saved at start and at the end"
+    );
+}

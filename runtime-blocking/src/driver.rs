@@ -205,15 +205,25 @@ impl JobIo {
                 }
                 Action::StopReading => outcome.stop_reading = true,
                 Action::Persist { records, upto } => {
-                    if let Some(files) = &mut self.files {
-                        if let Err(e) = files.append_events(&records) {
-                            // Known limit: the job goes on and the events are shown
-                            // (otherwise every subscriber would stall); the log says so.
-                            log(&format!("job {}: archive write failed: {e}", self.id));
+                    let written = match &mut self.files {
+                        Some(files) => files.append_events(&records),
+                        None => Ok(()),
+                    };
+                    let mut reg = shared.lock();
+                    let Some(job) = reg.job_mut(self.id) else {
+                        continue;
+                    };
+                    match written {
+                        Ok(()) => job.handle_persisted(upto, now),
+                        Err(e) => {
+                            // The core stops the job (reason archive_error) and keeps
+                            // its log in memory; later appends are not attempted.
+                            log(&format!(
+                                "job {}: archive write failed, stopping the job: {e}",
+                                self.id
+                            ));
+                            job.handle_archive_failed(now);
                         }
-                    }
-                    if let Some(job) = shared.lock().job_mut(self.id) {
-                        job.handle_persisted(upto, now);
                     }
                 }
                 Action::SaveMeta => {

@@ -115,7 +115,6 @@ both_runtimes!(
         assert!(!exited.stderr.contains("panicked"), "{:?}", exited.stderr);
     }
 
-    #[ignore = "bug: on ENOSPC the job runs on and ends `exited` with no reason (runtime-blocking/src/driver.rs JobIo::drain logs each failed append and goes on)"]
     fn a_full_data_dir_ends_the_job_with_a_reason(rt: Runtime) {
         let Some(mount) = TinyTmpfs::mount("1m") else {
             eprintln!("skipped: cannot mount a tmpfs here (needs root); see docs/reliability.md");
