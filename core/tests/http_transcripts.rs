@@ -84,12 +84,17 @@ fn exchange(
 }
 
 fn finished_job(reg: &mut Registry, now: Instant) -> JobId {
+    finished_job_n(reg, now, 7)
+}
+
+/// A job created with randomness `n` (its id), run to its exit.
+fn finished_job_n(reg: &mut Registry, now: Instant, n: u8) -> JobId {
     let body = br#"{"command":"build"}"#;
     let ct: &[(&str, &[u8])] = &[
         ("Content-Type", b"application/json"),
         ("Content-Length", b"19"),
     ];
-    let (_, reply) = exchange(reg, "POST", "/jobs", ct, body, inputs(now, 7));
+    let (_, reply) = exchange(reg, "POST", "/jobs", ct, body, inputs(now, n));
     let Some(Reply::Spawn { job, .. }) = reply else {
         panic!("job created")
     };
@@ -212,4 +217,36 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Retention: finished jobs beyond `max_retained_jobs` are dropped, oldest first,
+/// and named by `poll_expired` so the runtime deletes their files; running jobs
+/// and jobs being watched are kept.
+#[test]
+fn retention_by_count_drops_the_oldest_finished_jobs() {
+    let cfg = r#"{"commands": {"build": {"argv": ["make"]}}, "limits": {"max_retained_jobs": 2}}"#;
+    let mut reg = Registry::new(config::parse(cfg).unwrap()).unwrap();
+    let now = t0();
+    let first = finished_job(&mut reg, now);
+    let second = finished_job_n(&mut reg, now, 8);
+    assert_eq!(reg.poll_expired(), None);
+    let third = finished_job_n(&mut reg, now, 9);
+    reg.job_finished(UNIX_EPOCH + Duration::from_secs(1_795_341_600));
+    assert_eq!(reg.poll_expired(), Some(first));
+    assert_eq!(reg.poll_expired(), None);
+    assert!(reg.job(first).is_none());
+    assert!(reg.job(second).is_some() && reg.job(third).is_some());
+}
+
+/// Retention: finished jobs older than `retention_s` are dropped.
+#[test]
+fn retention_by_age_drops_old_finished_jobs() {
+    let cfg = r#"{"commands": {"build": {"argv": ["make"]}}, "limits": {"retention_s": 60}}"#;
+    let mut reg = Registry::new(config::parse(cfg).unwrap()).unwrap();
+    let now = t0();
+    let job = finished_job(&mut reg, now);
+    reg.job_finished(UNIX_EPOCH + Duration::from_secs(1_795_341_600 + 30));
+    assert_eq!(reg.poll_expired(), None, "30 s old: kept");
+    reg.job_finished(UNIX_EPOCH + Duration::from_secs(1_795_341_600 + 61));
+    assert_eq!(reg.poll_expired(), Some(job), "61 s old: dropped");
 }
