@@ -326,7 +326,10 @@ pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
                     .map_err(|_| format!("id {:?} is not a number", ev.last_event_id))?;
                 if let Some(prev) = last_id {
                     if id != prev + 1 {
-                        return Err(format!("event id {id} after {prev}"));
+                        return Err(format!(
+                            "{} event id {id} after {prev} (data {:.80})",
+                            ev.event_type, ev.data
+                        ));
                     }
                 }
                 last_id = Some(id);
