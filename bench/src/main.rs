@@ -104,7 +104,7 @@ impl Table {
         for h in &self.headers {
             let _ = write!(s, "{h} | ");
         }
-        let _ = writeln!(s, "{} vs best peer |", self.key);
+        let _ = writeln!(s, "{}: spout vs best peer (>1 = spout better) |", self.key);
         s.push_str("| --- |");
         for _ in 0..=self.headers.len() {
             s.push_str(" ---: |");
@@ -132,7 +132,7 @@ impl Table {
                     // Always "how many times better" (>1 = spout wins), so the column
                     // reads the same way for throughput and for cost.
                     let r = if self.higher_is_better { k / b } else { b / k };
-                    format!("{r:.2}× better")
+                    format!("{r:.2}×")
                 }
                 _ => "–".to_owned(),
             };
