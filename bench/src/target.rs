@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -184,7 +185,9 @@ impl Server {
             }
             Kind::Nchan(peer_dir) => {
                 let id = format!("j{}", client::now_ns());
+                // Its own process group, so stopping the job stops the generator too.
                 let relay = Command::new("node")
+                    .process_group(0)
                     .arg(peer_dir.join("relay.js"))
                     .arg(format!("http://{}/pub/{id}", self.addr))
                     .arg(&self.gen)
@@ -307,6 +310,8 @@ impl Drop for Server {
 impl Drop for Job {
     fn drop(&mut self) {
         if let Some(mut r) = self.relay.take() {
+            let group = format!("-{}", r.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = r.kill();
             let _ = r.wait();
         }
