@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The one command of the benchmark suite (see docs/benchmarks.md):
+#
+#   bench/run.sh [--quick] [--only fanout,latency,idle,resume,bounded,micro]
+#
+# Installs the peers (Debian nginx + libnginx-mod-nchan, npm express), builds spout
+# and the bench in release mode, runs every scenario against every target on
+# loopback, and writes the results into docs/benchmarks.md between the
+# "results" markers (plus the date, machine and exact command). Every process it
+# starts is stopped on exit.
+#
+# Runtimes: every spout runtime binary found in target/release is measured. A new
+# runtime is one more entry in RUNTIMES below (name=binary); its figures appear on
+# the next run.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+cmdline="bench/run.sh $*"
+RUNTIMES=(spout=spout spout-blocking=spout-blocking)
+
+tmp="$(mktemp -d /tmp/spout-bench.XXXXXX)"
+cleanup() {
+    # The bench stops its servers itself; this catches anything left if it was killed.
+    local pids
+    pids="$(jobs -p)"
+    [ -n "$pids" ] && kill $pids 2>/dev/null || true
+    for p in "$tmp"/*/nginx.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# --- peers ---
+if ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
+    echo "bench: installing nginx and nchan (Debian packages)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
+        nginx libnginx-mod-nchan >/dev/null
+fi
+# Debian starts nginx on install where it can; the bench runs its own on loopback only.
+if ! command -v node >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 nodejs npm >/dev/null
+fi
+(cd "$here/peers/express" && npm ci --no-audit --no-fund --silent)
+
+# --- builds ---
+(cd "$root" && cargo build --release --bins -q)
+(cd "$here" && cargo build --release -q)
+
+targets=()
+for rt in "${RUNTIMES[@]}"; do
+    name="${rt%%=*}"
+    bin="$root/target/release/${rt#*=}"
+    if [ -x "$bin" ]; then
+        targets+=(--target "$name=spout:$bin")
+    else
+        echo "bench: $name not built ($bin), skipped" >&2
+    fi
+done
+targets+=(--target "express=express:$here/peers/express/server.js")
+targets+=(--target "nginx+nchan=nchan:$here/peers/nchan")
+
+# 10,000 idle subscribers need 10,000 descriptors in the server and in the client.
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt 12000 ]; then
+    echo "bench: ulimit -n is $(ulimit -n); the idle scenario needs about 12000" >&2
+fi
+
+results="$tmp/results.md"
+"$here/target/release/bench" "$@" --gen "$here/target/release/gen" --tmp "$tmp" \
+    --out "$results" "${targets[@]}"
+
+# --- write the results into docs/benchmarks.md ---
+doc="$root/docs/benchmarks.md"
+{
+    echo "<!-- results:begin (written by bench/run.sh; do not edit by hand) -->"
+    echo
+    echo "Command: \`$cmdline\` — run on $(date -u +%Y-%m-%d) at $(date -u +%H:%M) UTC."
+    echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'),"
+    echo "$(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), Linux $(uname -r),"
+    echo "nginx $(nginx -v 2>&1 | sed 's|.*/||'), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'),"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared; see the notes),"
+    echo "node $(node --version), express $(node -p "require('$here/peers/express/node_modules/express/package.json').version")."
+    echo
+    cat "$results"
+    echo "<!-- results:end -->"
+} >"$tmp/section.md"
+if grep -q '<!-- results:begin' "$doc" 2>/dev/null; then
+    awk -v f="$tmp/section.md" '
+        /<!-- results:begin/ { while ((getline l < f) > 0) print l; skip = 1; next }
+        /<!-- results:end/ { skip = 0; next }
+        !skip { print }' "$doc" >"$tmp/doc.md"
+    cp "$tmp/doc.md" "$doc"
+else
+    cat "$tmp/section.md" >>"$doc"
+fi
+echo "bench: results written to docs/benchmarks.md" >&2
