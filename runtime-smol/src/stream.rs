@@ -102,7 +102,9 @@ pub async fn events(
     let mut reader = None;
     let mut counted = 0;
     while !dropped {
-        buf.clear();
+        // The subscriber appends after room for the chunk-size line: one copy of
+        // the log's bytes per subscriber, no re-framing copy.
+        framing.begin(&mut buf);
         let listener = waker.listen();
         let next = {
             let mut reg = shared.lock();
@@ -114,7 +116,7 @@ pub async fn events(
             }
         };
         match next {
-            Next::Wrote => dropped = !send_chunk(&mut w, framing, &buf, &mut frame).await,
+            Next::Wrote => dropped = !send(&mut w, framing.finish(&mut buf)).await,
             Next::Wait(deadline) => dropped = !wait(stream, listener, deadline).await,
             Next::ReadArchive { offset, first, len } => {
                 let bytes = match (&shared.archive, &reader) {
@@ -132,8 +134,8 @@ pub async fn events(
                 if let Some(job) = shared.lock().job(id) {
                     sub.handle_archive(job.log(), offset, first, &bytes, &mut buf);
                 }
-                if !buf.is_empty() {
-                    dropped = !send_chunk(&mut w, framing, &buf, &mut frame).await;
+                if !framing.is_empty(&buf) {
+                    dropped = !send(&mut w, framing.finish(&mut buf)).await;
                 }
             }
             Next::End => {

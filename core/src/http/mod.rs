@@ -624,6 +624,9 @@ impl ReadFailure {
     }
 }
 
+/// Room for a chunk-size line: 8 hex digits (pieces under 4 GiB) and CRLF.
+const CHUNK_HEAD_ROOM: usize = 10;
+
 /// How a streamed body (an event stream, a followed log) is delimited on the wire:
 /// chunked for HTTP/1.1, close-delimited for HTTP/1.0 clients (which cannot read
 /// chunked bodies). A runtime writes every piece of the body through
@@ -654,6 +657,57 @@ impl StreamFraming {
             head.headers
                 .retain(|(n, _)| !n.eq_ignore_ascii_case("transfer-encoding"));
             head.push("Connection", "close".into());
+        }
+    }
+
+    /// Starts one piece of body in `buf` (cleared). For chunked framing it reserves
+    /// room for the chunk-size line, so the bytes a subscriber then appends need no
+    /// second copy: [`StreamFraming::finish`] writes the line in place.
+    pub fn begin(self, buf: &mut Vec<u8>) {
+        buf.clear();
+        if self == StreamFraming::Chunked {
+            buf.resize(CHUNK_HEAD_ROOM, 0);
+        }
+    }
+
+    /// Whether nothing was appended since [`StreamFraming::begin`].
+    #[must_use]
+    pub fn is_empty(self, buf: &[u8]) -> bool {
+        buf.len() == self.room()
+    }
+
+    /// Frames what was appended since [`StreamFraming::begin`] and returns the bytes
+    /// to write (empty when nothing was appended: an empty chunk would end the body).
+    pub fn finish(self, buf: &mut Vec<u8>) -> &[u8] {
+        let room = self.room();
+        let len = buf.len().saturating_sub(room);
+        if len == 0 {
+            return &[];
+        }
+        if self == StreamFraming::CloseDelimited {
+            return &buf[..];
+        }
+        let mut head = [0u8; CHUNK_HEAD_ROOM];
+        let mut at = CHUNK_HEAD_ROOM - 2;
+        head[at..].copy_from_slice(b"\r\n");
+        let mut n = len;
+        loop {
+            at -= 1;
+            head[at] = b"0123456789abcdef"[n & 0xF];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        buf[at..room].copy_from_slice(&head[at..]);
+        buf.extend_from_slice(b"\r\n");
+        &buf[at..]
+    }
+
+    fn room(self) -> usize {
+        match self {
+            StreamFraming::Chunked => CHUNK_HEAD_ROOM,
+            StreamFraming::CloseDelimited => 0,
         }
     }
 
@@ -696,6 +750,22 @@ mod framing_tests {
         f.frame(b"data: x\n\n", &mut body);
         assert_eq!(body, b"data: x\n\n");
         assert_eq!(f.end(), b"");
+    }
+
+    #[test]
+    fn begin_finish_frames_in_place_like_encode_chunk() {
+        for framing in [StreamFraming::Chunked, StreamFraming::CloseDelimited] {
+            for len in [0usize, 1, 15, 16, 255, 4096, 65_536, 100_000] {
+                let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                let mut buf = Vec::new();
+                framing.begin(&mut buf);
+                assert!(framing.is_empty(&buf));
+                buf.extend_from_slice(&data);
+                let mut want = Vec::new();
+                framing.frame(&data, &mut want);
+                assert_eq!(framing.finish(&mut buf), &want[..], "{framing:?} {len}");
+            }
+        }
     }
 
     #[test]
