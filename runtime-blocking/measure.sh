@@ -53,7 +53,7 @@ host, port = sys.argv[1].split(":")
 n, server, name = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 def request(method, path, body=b""):
     s = socket.create_connection((host, int(port)), timeout=20)
-    s.sendall(b"%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (method, path, len(body), body))
+    s.sendall(b"%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (method, path, len(body), body))
     out = b""
     while chunk := s.recv(65536):
         out += chunk
@@ -69,7 +69,7 @@ job = json.loads(request(b"POST", b"/jobs", b'{"command":"quiet"}'))["id"]
 streams = []
 for _ in range(n):
     s = socket.create_connection((host, int(port)), timeout=20)
-    s.sendall(b"GET /jobs/%s/events HTTP/1.1\r\nHost: x\r\n\r\n" % job.encode())
+    s.sendall(b"GET /jobs/%s/events HTTP/1.1\r\nHost: localhost\r\n\r\n" % job.encode())
     got = b""
     while b"event: start" not in got:
         got += s.recv(65536)

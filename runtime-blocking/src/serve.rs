@@ -1,28 +1,33 @@
-//! `spout-blocking serve`: start-up (config, archive, restore), the loop that takes
-//! tiny_http's requests and gives each its own thread, the per-request handling
-//! (the core's answers written back), and a clean shutdown on SIGINT/SIGTERM.
+//! `spout-blocking serve`: start-up (config, archive, restore), the accept loop,
+//! one thread per connection moving requests to the core and its answers back
+//! (bounded: past the bound a connection gets the core's `503`), and a clean
+//! shutdown on SIGINT/SIGTERM. The same loop as `runtime-smol/src/serve.rs`, on
+//! std sockets and threads.
 
-use crate::http::{self as wire, Head, Writer};
+use crate::http::{Conn, Limits, ReadError};
 use crate::job::{self, Drivers};
 use crate::{clock, stream};
 use anyhow::{anyhow, Context as _};
+use rustix::event::{PollFd, PollFlags};
 use spout_blocking::archive::ArchiveDir;
 use spout_blocking::driver::{self, log, Shared};
 use spout_blocking::os;
 use spout_core::cli::ServeOptions;
 use spout_core::config::Config;
-use spout_core::http::{Admission, ApiError, ReadFailure, Response};
+use spout_core::http::{self, Admission, ApiError, ReadFailure, Request, StreamFraming};
 use spout_core::registry::{Inputs, Registry, Reply};
-use std::net::TcpListener;
+use std::io::{self, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
 
 /// Stack of a connection thread: the request path is shallow (a head, a body of
-/// at most 64 KiB on the heap, core calls), and thousands of idle streams must
-/// stay cheap.
+/// at most 64 KiB on the heap, core calls, an 8 KiB read buffer), and thousands of
+/// idle streams must stay cheap.
 const STACK_BYTES: usize = 256 * 1024;
 
 /// Connection threads beyond the subscriber limit: room for plain requests (and
@@ -30,11 +35,16 @@ const STACK_BYTES: usize = 256 * 1024;
 const EXTRA_CONNECTIONS: usize = 64;
 
 /// Threads that may be answering `503` at once when every connection slot is taken;
-/// past them the server waits for a slot before taking the next request.
+/// past them the accept loop waits for a slot (the kernel's backlog holds new
+/// connections meanwhile).
 const REFUSERS: usize = 16;
 
 /// Seconds in the `Retry-After` of that `503`.
 const RETRY_AFTER_S: u32 = 5;
+
+/// How long the accept loop pauses after a failed `accept` (EMFILE and the like):
+/// the listener stays readable, so retrying at once would spin a core.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Runs the server until SIGINT/SIGTERM. Exit code 0 after a clean shutdown, 2 for
 /// a config that is refused, 1 for other start-up failures.
@@ -82,6 +92,8 @@ struct State {
     shared: Arc<Shared>,
     drivers: Arc<Drivers>,
     gate: Gate,
+    /// Set by the signal thread: stop accepting and shut down.
+    stopping: AtomicBool,
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -107,82 +119,117 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let shared = Shared::new(Registry::new(config)?, archive);
     let restored = driver::restore(&shared, clock::now(), clock::wall(), clock::job_id_bytes())
         .context("cannot read the archive")?;
-    let listener = wire::listen(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let listener =
+        TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    // Non-blocking so that a connection that vanishes between `poll` and `accept`
+    // cannot block the loop (and with it the shutdown).
+    listener
+        .set_nonblocking(true)
+        .context("cannot set up the listening socket")?;
     let addr = listener.local_addr()?;
     let state = Arc::new(State {
         shared,
         drivers: Arc::new(Drivers::default()),
         gate: Gate::new(connections),
+        stopping: AtomicBool::new(false),
     });
-    let stopping = Arc::new(AtomicBool::new(false));
-    let current = Arc::new(Mutex::new(accept_on(&listener)?));
-    watch_signals(stopping.clone(), current.clone())?;
+    let (wake, wake_tx) = UnixStream::pair().context("cannot handle SIGTERM/SIGINT")?;
+    watch_signals(state.clone(), wake_tx)?;
     log(&format!("listening on http://{addr}"));
     log(&format!(
         "commands: {}; {mode}; {restored} archived jobs",
         commands.join(", ")
     ));
-    loop {
-        let server = current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        match server.recv() {
-            Ok(request) => dispatch(&state, request),
-            Err(_) if stopping.load(Ordering::SeqCst) => break,
-            Err(e) => {
-                // tiny_http's accept loop ended for good on this error (EMFILE and
-                // the like). A new tiny_http server on the same socket takes over;
-                // the old one keeps serving its open connections on a thread.
-                log(&format!("accept failed: {e}; accepting again shortly"));
-                thread::sleep(Duration::from_millis(100));
-                let retired = server;
-                let fresh = loop {
-                    match accept_on(&listener) {
-                        Ok(s) => break s,
-                        Err(e) => {
-                            log(&format!("cannot accept again yet: {e}"));
-                            thread::sleep(Duration::from_millis(100));
-                        }
-                    }
-                };
-                *current.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
-                let state = state.clone();
-                let _ = thread::Builder::new()
-                    .name("spout-retired".into())
-                    .stack_size(STACK_BYTES)
-                    .spawn(move || {
-                        while let Ok(request) = retired.recv() {
-                            dispatch(&state, request);
-                        }
-                    });
-            }
-        }
-    }
-    // Stop accepting: tiny_http's accept thread closes its copy of the socket.
-    drop(current);
+    accept_loop(&state, &listener, &wake);
     drop(listener);
     shutdown(&state);
     Ok(())
 }
 
-/// A tiny_http server accepting on a copy of `listener` (so that a new one can
-/// take over when tiny_http's accept loop dies).
-fn accept_on(listener: &TcpListener) -> anyhow::Result<Arc<tiny_http::Server>> {
-    let copy = listener
-        .try_clone()
-        .context("cannot copy the listening socket")?;
-    let server = tiny_http::Server::from_listener(copy, None)
-        .map_err(|e| anyhow!("cannot start the HTTP server: {e}"))?;
-    Ok(Arc::new(server))
+/// Accepts connections until shutdown, each on a thread of its own once it has a
+/// slot in the [`Gate`].
+fn accept_loop(state: &Arc<State>, listener: &TcpListener, wake: &UnixStream) {
+    loop {
+        // A slot first: past the bound, new connections wait in the backlog.
+        let Some(permit) = Permit::take(state) else {
+            return;
+        };
+        loop {
+            match readable(listener, wake) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    log(&format!("accept failed: {e}"));
+                    thread::sleep(ACCEPT_BACKOFF);
+                    continue;
+                }
+            }
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    start_connection(permit, stream, peer);
+                    break;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    // Out of descriptors (EMFILE) and the like: wait instead of
+                    // spinning; service resumes when descriptors come back.
+                    log(&format!("accept failed: {e}"));
+                    thread::sleep(ACCEPT_BACKOFF);
+                }
+            }
+        }
+    }
 }
 
-/// On SIGINT/SIGTERM, ends the request loop (a thread blocked in `sigwait`-like
-/// reading of signal-hook's self-pipe; no handler of ours runs in signal context).
-fn watch_signals(
-    stopping: Arc<AtomicBool>,
-    current: Arc<Mutex<Arc<tiny_http::Server>>>,
-) -> anyhow::Result<()> {
+/// Waits until `listener` has a connection (`true`) or `wake` says stop (`false`).
+fn readable(listener: &TcpListener, wake: &UnixStream) -> io::Result<bool> {
+    let mut fds = [
+        PollFd::new(listener, PollFlags::IN),
+        PollFd::new(wake, PollFlags::IN),
+    ];
+    loop {
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(fds[1].revents().is_empty())
+}
+
+/// Runs `stream`'s connection on a thread of its own (named, small stack).
+fn start_connection(permit: Permit, stream: TcpStream, peer: SocketAddr) {
+    let task = move || {
+        let permit = permit;
+        // Accepted sockets need not inherit the listener's non-blocking mode
+        // everywhere; this runtime's reads and writes block (with timeouts).
+        let conn = stream
+            .set_nonblocking(false)
+            .and_then(|()| Conn::new(stream));
+        match conn {
+            Ok(conn) if permit.serving => connection(&permit.state, conn, &peer.to_string()),
+            Ok(conn) => refuse(conn, &peer.to_string()),
+            Err(e) => log(&format!("{peer}: cannot set up the connection: {e}")),
+        }
+    };
+    if let Err(e) = thread::Builder::new()
+        .name("spout-conn".into())
+        .stack_size(STACK_BYTES)
+        .spawn(task)
+    {
+        // The connection (dropped with the task) is closed unanswered.
+        log(&format!("cannot start a connection thread: {e}"));
+    }
+}
+
+/// On SIGINT/SIGTERM, ends the accept loop: a thread reads signal-hook's
+/// self-pipe (no handler of ours runs in signal context) and wakes the loop
+/// through `wake`, wherever it waits (in `poll`, or for a slot).
+fn watch_signals(state: Arc<State>, mut wake: UnixStream) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .context("cannot handle SIGTERM/SIGINT")?;
@@ -191,11 +238,9 @@ fn watch_signals(
         .stack_size(STACK_BYTES)
         .spawn(move || {
             if signals.forever().next().is_some() {
-                stopping.store(true, Ordering::SeqCst);
-                current
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .unblock();
+                state.stopping.store(true, Ordering::SeqCst);
+                state.gate.wake_all();
+                let _ = wake.write_all(b"s");
             }
         })
         .context("cannot start the signal thread")?;
@@ -226,33 +271,169 @@ fn shutdown(state: &State) {
     log("stopped");
 }
 
-/// Gives `request` a thread of its own, or a `503` when every slot is taken.
-fn dispatch(state: &Arc<State>, request: tiny_http::Request) {
-    let serving = state.gate.enter();
-    let permit = Permit {
-        state: state.clone(),
-        serving,
-    };
-    let task = move || {
-        if permit.serving {
-            connection(&permit.state, request);
-        } else {
-            refuse(request);
-        }
-    };
-    if let Err(e) = thread::Builder::new()
-        .name("spout-conn".into())
-        .stack_size(STACK_BYTES)
-        .spawn(task)
-    {
-        // The request (dropped with the task) gets tiny_http's bare 500.
-        log(&format!("cannot start a connection thread: {e}"));
+/// The core's view of a read error (the same mapping as `spout`).
+fn failure(e: &ReadError) -> ReadFailure {
+    match e {
+        ReadError::Closed | ReadError::Idle | ReadError::Io(_) => ReadFailure::Gone,
+        ReadError::Timeout => ReadFailure::Timeout,
+        ReadError::HeadTooLarge | ReadError::TooManyHeaders => ReadFailure::HeadTooLarge,
+        ReadError::Malformed(why) => ReadFailure::Malformed(why),
+        ReadError::BodyTooLarge => ReadFailure::BodyTooLarge,
+        ReadError::BadChunk => ReadFailure::BadChunk,
     }
 }
 
-/// Answers a request that found no free connection slot.
-fn refuse(request: tiny_http::Request) {
-    let head = Head::of(&request);
+/// Answers a head that could not be read, if the core says so (then the caller
+/// closes).
+fn head_failed(conn: &mut Conn, peer: &str, e: &ReadError) {
+    if let Some(response) = failure(e).response() {
+        let mut out = Vec::new();
+        response.encode(false, &mut out);
+        let _ = conn.write_all(&out);
+        log(&format!(
+            "{peer} bad request: {e} -> {}",
+            response.head.status
+        ));
+    }
+}
+
+/// One connection: requests in, the core's answers out, until either side closes.
+fn connection(state: &State, mut conn: Conn, peer: &str) {
+    let shared = &state.shared;
+    let limits = Limits::default();
+    let mut out = Vec::new();
+    loop {
+        let head = match conn.read_head(&limits) {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => {
+                head_failed(&mut conn, peer, &e);
+                return;
+            }
+        };
+        let headers: Vec<(&str, &[u8])> = head
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        let req = Request {
+            method: &head.method,
+            target: &head.target,
+            headers: &headers,
+        };
+        let keep_alive = http::keep_alive(&req, head.version);
+        let version = head.version;
+        let admission = shared.lock().admit(&req, version);
+        let admitted = match admission {
+            Admission::Respond(response) => {
+                // Written without reading any body: a refused request's body is
+                // never waited for (the core closes the connection where the
+                // body's framing is then lost).
+                out.clear();
+                response.encode(req.is_head(), &mut out);
+                log(&format!(
+                    "{peer} {} {} -> {}",
+                    head.method,
+                    path_of(&head.target),
+                    response.head.status
+                ));
+                if conn.write_all(&out).is_err() || response.closes_connection() || !keep_alive {
+                    return;
+                }
+                continue;
+            }
+            Admission::Handle(admitted) => admitted,
+        };
+        if admitted.expect_continue && conn.send_continue().is_err() {
+            return;
+        }
+        let body = match conn.read_body(admitted.framing, http::MAX_BODY, http::BODY_TIMEOUT) {
+            Ok(body) => body,
+            Err(e) => {
+                if let Some(response) = failure(&e).response() {
+                    out.clear();
+                    response.encode(false, &mut out);
+                    let _ = conn.write_all(&out);
+                }
+                return;
+            }
+        };
+        let head_only = admitted.head_only;
+        let reply = shared.lock().handle(&req, admitted, &body, inputs());
+        let status = match &reply {
+            Reply::Full(r)
+            | Reply::Spawn { response: r, .. }
+            | Reply::Stopping { response: r, .. } => r.head.status,
+            Reply::Stream { head, .. } | Reply::RawLog { head, .. } => head.status,
+            _ => 500,
+        };
+        log(&format!(
+            "{peer} {} {} -> {status}",
+            head.method,
+            path_of(&head.target)
+        ));
+        let response = match reply {
+            Reply::Full(r) => r,
+            Reply::Spawn {
+                response,
+                job,
+                plan,
+            } => {
+                job::start(shared.clone(), state.drivers.clone(), job, plan);
+                response
+            }
+            Reply::Stopping { response, job } => {
+                shared.notify(job);
+                state.drivers.wake(job);
+                response
+            }
+            Reply::Stream {
+                head,
+                job,
+                subscriber,
+            } => {
+                if head_only {
+                    shared.lock().unsubscribe(job, false, clock::now());
+                    out.clear();
+                    head.encode(&mut out);
+                    let _ = conn.write_all(&out);
+                    return;
+                }
+                let framing = StreamFraming::for_version(version);
+                stream::events(shared, &mut conn, head, framing, job, subscriber);
+                return;
+            }
+            Reply::RawLog { head, job, follow } => {
+                let framing = StreamFraming::for_version(version);
+                stream::raw_log(shared, &mut conn, head, framing, job, follow);
+                return;
+            }
+            _ => return,
+        };
+        out.clear();
+        response.encode(head_only, &mut out);
+        if conn.write_all(&out).is_err() || response.closes_connection() || !keep_alive {
+            return;
+        }
+    }
+}
+
+/// Answers a connection that found no free slot: its first request gets the core's
+/// `503` with `Retry-After`, then the connection is closed. The head is read first
+/// (within the head deadline, idle included) so that the answer follows a request.
+fn refuse(mut conn: Conn, peer: &str) {
+    let limits = Limits {
+        idle_timeout: http::HEAD_TIMEOUT,
+        ..Limits::default()
+    };
+    let head = match conn.read_head(&limits) {
+        Ok(Some(head)) => head,
+        Ok(None) => return,
+        Err(e) => {
+            head_failed(&mut conn, peer, &e);
+            return;
+        }
+    };
     let response = ApiError::Unavailable {
         message: "too many open connections: retry later".into(),
         retry_after: RETRY_AFTER_S,
@@ -260,123 +441,14 @@ fn refuse(request: tiny_http::Request) {
     .response()
     .with_header("Connection", "close");
     log(&format!(
-        "{} {} {} -> {}",
-        head.peer,
+        "{peer} {} {} -> {}",
         head.method,
         path_of(&head.target),
         response.head.status
     ));
-    write_response(request, &response, head.method == "HEAD");
-}
-
-/// Writes a whole answer. Returns whether it was written.
-fn write_response(request: tiny_http::Request, response: &Response, head_only: bool) -> bool {
     let mut out = Vec::new();
-    response.encode(head_only, &mut out);
-    Writer::new(request).is_some_and(|mut w| w.send(&out))
-}
-
-/// One request: its head to the core, its body read, the core's answer written.
-/// tiny_http hands over the requests of a keep-alive connection one at a time, in
-/// order, so this is the connection's thread for as long as its request lasts.
-fn connection(state: &State, mut request: tiny_http::Request) {
-    let shared = &state.shared;
-    let head = Head::of(&request);
-    if head.too_large() {
-        if let Some(response) = ReadFailure::HeadTooLarge.response() {
-            log(&format!(
-                "{} bad request: request header section too large -> {}",
-                head.peer, response.head.status
-            ));
-            write_response(request, &response, false);
-        }
-        return;
-    }
-    let fields = head.fields();
-    let req = wire::request(&head, &fields);
-    let minor = request.http_version().1;
-    let admission = shared.lock().admit(&req, minor);
-    let admitted = match admission {
-        Admission::Respond(response) => {
-            log(&format!(
-                "{} {} {} -> {}",
-                head.peer,
-                head.method,
-                path_of(&head.target),
-                response.head.status
-            ));
-            write_response(request, &response, req.is_head());
-            return;
-        }
-        Admission::Handle(admitted) => admitted,
-    };
-    let body = match wire::read_body(&mut request, admitted.framing) {
-        Ok(body) => body,
-        Err(failure) => {
-            if let Some(response) = failure.response() {
-                write_response(request, &response, false);
-            }
-            return;
-        }
-    };
-    let head_only = admitted.head_only;
-    let reply = shared.lock().handle(&req, admitted, &body, inputs());
-    let status = match &reply {
-        Reply::Full(r) | Reply::Spawn { response: r, .. } | Reply::Stopping { response: r, .. } => {
-            r.head.status
-        }
-        Reply::Stream { head, .. } | Reply::RawLog { head, .. } => head.status,
-        _ => 500,
-    };
-    log(&format!(
-        "{} {} {} -> {status}",
-        head.peer,
-        head.method,
-        path_of(&head.target)
-    ));
-    let response = match reply {
-        Reply::Full(r) => r,
-        Reply::Spawn {
-            response,
-            job,
-            plan,
-        } => {
-            job::start(shared.clone(), state.drivers.clone(), job, plan);
-            response
-        }
-        Reply::Stopping { response, job } => {
-            shared.notify(job);
-            state.drivers.wake(job);
-            response
-        }
-        Reply::Stream {
-            head,
-            job,
-            subscriber,
-        } => {
-            let Some(mut w) = Writer::new(request) else {
-                shared.lock().unsubscribe(job, true, clock::now());
-                return;
-            };
-            if head_only {
-                shared.lock().unsubscribe(job, false, clock::now());
-                let mut out = Vec::new();
-                head.encode(&mut out);
-                let _ = w.send(&out);
-                return;
-            }
-            stream::events(shared, &mut w, &head, job, subscriber);
-            return;
-        }
-        Reply::RawLog { head, job, follow } => {
-            if let Some(mut w) = Writer::new(request) {
-                stream::raw_log(shared, &mut w, &head, job, follow);
-            }
-            return;
-        }
-        _ => return,
-    };
-    write_response(request, &response, head_only);
+    response.encode(head.method == "HEAD", &mut out);
+    let _ = conn.write_all(&out);
 }
 
 /// The path of a target, for log lines (the query may hold a token).
@@ -385,8 +457,7 @@ fn path_of(target: &str) -> &str {
 }
 
 /// The bound on connection threads: `limit` serving, [`REFUSERS`] more answering
-/// `503`; past both, the request loop waits for a slot (tiny_http's queue holds the
-/// requests meanwhile).
+/// `503`; past both, the accept loop waits for a slot.
 struct Gate {
     limit: usize,
     /// Threads serving, threads refusing.
@@ -403,22 +474,27 @@ impl Gate {
         }
     }
 
-    fn counts(&self) -> std::sync::MutexGuard<'_, (usize, usize)> {
+    fn counts(&self) -> MutexGuard<'_, (usize, usize)> {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a slot, waiting while none is free: `true` to serve, `false` to refuse.
-    fn enter(&self) -> bool {
+    /// Takes a slot, waiting while none is free: `Some(true)` to serve,
+    /// `Some(false)` to refuse, `None` once the server is stopping.
+    fn enter(&self, stopping: &AtomicBool) -> Option<bool> {
         let mut counts = self.counts();
         loop {
+            // Read under the lock that `wake_all` takes: no wake-up is lost.
+            if stopping.load(Ordering::SeqCst) {
+                return None;
+            }
             let (serving, refusing) = *counts;
             if serving < self.limit {
                 counts.0 += 1;
-                return true;
+                return Some(true);
             }
             if refusing < REFUSERS {
                 counts.1 += 1;
-                return false;
+                return Some(false);
             }
             counts = self
                 .freed
@@ -436,12 +512,29 @@ impl Gate {
         }
         self.freed.notify_one();
     }
+
+    /// Wakes a waiting [`Gate::enter`] so that it sees the server stopping.
+    fn wake_all(&self) {
+        let _counts = self.counts();
+        self.freed.notify_all();
+    }
 }
 
 /// A slot taken from the [`Gate`], given back when its thread ends (or cannot start).
 struct Permit {
     state: Arc<State>,
     serving: bool,
+}
+
+impl Permit {
+    /// Waits for a slot; `None` once the server is stopping.
+    fn take(state: &Arc<State>) -> Option<Permit> {
+        let serving = state.gate.enter(&state.stopping)?;
+        Some(Permit {
+            state: state.clone(),
+            serving,
+        })
+    }
 }
 
 impl Drop for Permit {

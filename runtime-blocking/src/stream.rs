@@ -1,45 +1,70 @@
 //! Long responses: an SSE stream (a subscriber's cursor driven until the end of the
 //! job's log or the client's departure) and the raw output log (`?follow=1`). Each
-//! batch the core yields is framed as one HTTP chunk and flushed at once.
+//! batch the core yields is framed as the connection's [`StreamFraming`] says (one
+//! HTTP chunk for HTTP/1.1, bare bytes then a close for HTTP/1.0) and written at once.
 //!
 //! A connection thread waits on its job's `event_listener::Event` (woken when the
-//! job appends) with the core's deadline, never on a polling timer. A client that
-//! went away is noticed when a write to it fails: at the latest the next heartbeat,
-//! because tiny_http's own thread, not this one, reads the socket.
+//! job appends) with the core's deadline, never on a polling timer. A thread cannot
+//! also wait on its socket, so a client that went away is noticed by a look at the
+//! socket (a non-blocking `recv`: EOF or reset) before each wait, or by a failed
+//! write: at the latest when the next heartbeat is due (`sse.heartbeat_s`), or for
+//! `/log?follow=1` of a quiet job within 15 s.
 
 use crate::clock;
-use crate::http::Writer;
+use crate::http::Conn;
 use event_listener::Listener as _;
 use spout_blocking::driver::{log, Shared};
-use spout_core::http::{self, ResponseHead};
+use spout_core::http::{ResponseHead, StreamFraming};
 use spout_core::registry::LogNext;
 use spout_core::subscriber::{Next, Subscriber};
 use spout_core::JobId;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-/// Waits for a wake-up or the deadline.
-fn wait(listener: event_listener::EventListener, deadline: Option<Instant>) {
+/// How long a `/log?follow=1` of a quiet job waits before looking at its client.
+const FOLLOW_CHECK: Duration = Duration::from_secs(15);
+
+/// Sends `data` as one piece of the body (one HTTP chunk, for HTTP/1.1). Returns
+/// whether it worked.
+fn send_chunk(conn: &mut Conn, framing: StreamFraming, data: &[u8], frame: &mut Vec<u8>) -> bool {
+    frame.clear();
+    framing.frame(data, frame);
+    frame.is_empty() || conn.write_all(frame).is_ok()
+}
+
+/// Waits for a wake-up or the deadline, unless the client has already gone.
+/// Returns false if it left.
+fn wait(
+    conn: &mut Conn,
+    listener: event_listener::EventListener,
+    deadline: Option<Instant>,
+) -> bool {
+    if conn.peer_gone() {
+        return false;
+    }
     match deadline {
         Some(t) => {
             let _ = listener.wait_deadline(t);
         }
         None => listener.wait(),
     }
+    true
 }
 
 /// Serves an event stream: the head, then the subscriber's bytes until the end of
-/// the log (then the last chunk) or until the client goes away.
+/// the log (then the framing's end) or until the client goes away.
 pub fn events(
     shared: &Shared,
-    w: &mut Writer,
-    head: &ResponseHead,
+    conn: &mut Conn,
+    mut head: ResponseHead,
+    framing: StreamFraming,
     id: JobId,
     mut sub: Subscriber,
 ) {
     let mut frame = Vec::new();
+    framing.adapt(&mut head);
     head.encode(&mut frame);
-    let mut dropped = !w.send(&frame);
+    let mut dropped = conn.write_all(&frame).is_err();
     let waker = shared.waker(id);
     let mut buf = Vec::new();
     let mut reader = None;
@@ -57,8 +82,8 @@ pub fn events(
             }
         };
         match next {
-            Next::Wrote => dropped = !w.send_chunk(&buf),
-            Next::Wait(deadline) => wait(listener, deadline),
+            Next::Wrote => dropped = !send_chunk(conn, framing, &buf, &mut frame),
+            Next::Wait(deadline) => dropped = !wait(conn, listener, deadline),
             Next::ReadArchive { offset, first, len } => {
                 let bytes = match (&shared.archive, &reader) {
                     (Some(archive), None) => match archive.open_events(&id.to_string()) {
@@ -76,11 +101,11 @@ pub fn events(
                     sub.handle_archive(job.log(), offset, first, &bytes, &mut buf);
                 }
                 if !buf.is_empty() {
-                    dropped = !w.send_chunk(&buf);
+                    dropped = !send_chunk(conn, framing, &buf, &mut frame);
                 }
             }
             Next::End => {
-                let _ = w.send(http::LAST_CHUNK);
+                let _ = conn.write_all(framing.end());
                 break;
             }
         }
@@ -95,10 +120,18 @@ pub fn events(
 
 /// Serves a job's raw output log from its archive file, as the core says: up to its
 /// length at the request, or (follow) until the job is complete.
-pub fn raw_log(shared: &Shared, w: &mut Writer, head: &ResponseHead, id: JobId, follow: bool) {
+pub fn raw_log(
+    shared: &Shared,
+    conn: &mut Conn,
+    mut head: ResponseHead,
+    framing: StreamFraming,
+    id: JobId,
+    follow: bool,
+) {
     let mut frame = Vec::new();
+    framing.adapt(&mut head);
     head.encode(&mut frame);
-    if !w.send(&frame) {
+    if conn.write_all(&frame).is_err() {
         return;
     }
     let file = match shared
@@ -108,7 +141,7 @@ pub fn raw_log(shared: &Shared, w: &mut Writer, head: &ResponseHead, id: JobId, 
     {
         Some(Ok(f)) => f,
         _ => {
-            let _ = w.send(http::LAST_CHUNK);
+            let _ = conn.write_all(framing.end());
             return;
         }
     };
@@ -131,22 +164,24 @@ pub fn raw_log(shared: &Shared, w: &mut Writer, head: &ResponseHead, id: JobId, 
                 match file.read_at(&mut buf[..want], offset) {
                     Ok(0) | Err(_) => {
                         // The job thread writes the file just after the core counts
-                        // the bytes: give it a moment.
+                        // the bytes: give it a moment (as `spout` does).
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     Ok(n) => {
                         offset += n as u64;
-                        if !w.send_chunk(&buf[..n]) {
+                        if !send_chunk(conn, framing, &buf[..n], &mut frame) {
                             return;
                         }
                     }
                 }
             }
-            // Woken by the job, or after 15 s to write nothing: as in `spout`, a
-            // follower that left is noticed by the next failed write.
-            LogNext::Wait => wait(listener, Some(clock::now() + Duration::from_secs(15))),
+            LogNext::Wait => {
+                if !wait(conn, listener, Some(clock::now() + FOLLOW_CHECK)) {
+                    return;
+                }
+            }
             LogNext::End => {
-                let _ = w.send(http::LAST_CHUNK);
+                let _ = conn.write_all(framing.end());
                 return;
             }
         }

@@ -81,7 +81,7 @@ impl Server {
         let mut s = self.connect();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
@@ -180,7 +180,11 @@ fn field(text: &str, prefix: &str) -> String {
 /// Opens `GET /jobs/{id}/events`; the connection, head already written.
 fn open_events(server: &Server, id: &str) -> TcpStream {
     let mut s = server.connect();
-    write!(s, "GET /jobs/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /jobs/{id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
     s
 }
 
@@ -281,7 +285,11 @@ fn past_the_connection_bound_a_request_gets_503_with_retry_after() {
     let mut held = Vec::new();
     for _ in 0..64 {
         let mut s = server.connect();
-        write!(s, "GET /jobs/{id}/log?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /jobs/{id}/log?follow=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        .unwrap();
         let mut seen = Vec::new();
         read_until(&mut s, &mut seen, "Transfer-Encoding: chunked\r\n\r\n");
         held.push(s);

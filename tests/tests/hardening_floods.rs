@@ -194,9 +194,8 @@ mod slowloris_clients_are_cut_at_the_head_timeout {
         slowloris_case(Runtime::Smol)
     }
 
-    /// On `spout-blocking` (tiny_http).
+    /// On `spout-blocking`.
     #[test]
-    #[ignore = "bug: spout-blocking has no head deadline; a client sending a byte a second is never cut (tiny_http reads heads itself)"]
     fn blocking() {
         slowloris_case(Runtime::Blocking)
     }
@@ -280,9 +279,8 @@ mod out_of_descriptors_no_spin_no_death_and_recovery {
         emfile_case(Runtime::Smol)
     }
 
-    /// On `spout-blocking` (tiny_http).
+    /// On `spout-blocking`.
     #[test]
-    #[ignore = "bug: on EMFILE tiny_http 0.12 panics in its accept thread (refined_tcp_stream.rs:18 try_clone().unwrap()); spout-blocking never accepts again"]
     fn blocking() {
         emfile_case(Runtime::Blocking)
     }

@@ -484,7 +484,7 @@ fn hostile_table_case(rt: Runtime) {
     );
 }
 
-/// The table on each runtime; spout-blocking has known failures (see the ignore).
+/// The table on each runtime.
 mod hostile_requests_get_clean_answers {
     use super::*;
 
@@ -494,9 +494,8 @@ mod hostile_requests_get_clean_answers {
         hostile_table_case(Runtime::Smol)
     }
 
-    /// The table on `spout-blocking` (tiny_http).
+    /// The table on `spout-blocking`.
     #[test]
-    #[ignore = "bug: spout-blocking hangs on `HTTP/2.0` request lines and answers 200 to NUL / bare CR in header values (tiny_http's parser)"]
     fn blocking() {
         hostile_table_case(Runtime::Blocking)
     }
