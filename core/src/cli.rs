@@ -183,7 +183,7 @@ pub fn help(program: Program) -> String {
         ],
         Program::SpoutBlocking => &[
             "spout-blocking serve                            # built-in demo commands, 127.0.0.1:8080",
-            "spout-blocking serve --config spout.json        # same server, tiny_http runtime",
+            "spout-blocking serve --config spout.json        # same server, thread per connection",
             "spout-blocking serve -- make -C /srv/app test   # one ad-hoc command, named \"default\"",
         ],
     };

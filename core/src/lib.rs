@@ -7,8 +7,8 @@
 //!
 //! ## Why sans-IO
 //!
-//! spout has two runtimes (`spout` on smol, `spout-blocking` on tiny_http and
-//! threads). If either decided anything, they would drift apart and every rule would
+//! spout has two runtimes (`spout` on smol, `spout-blocking` on std threads, one
+//! per connection). If either decided anything, they would drift apart and every rule would
 //! need testing twice. So this crate has no sockets, threads, clocks, processes or
 //! files (`core/clippy.toml` forbids them): time and randomness come in as
 //! arguments, and output comes out as values — bytes to write, a deadline to wake

@@ -50,7 +50,10 @@ fn main() -> ExitCode {
         }) => client::tail(&url, token, from_start, last_event_id, json),
         Err(e) => {
             eprintln!("spout: {e}");
-            ExitCode::from(2)
+            // The client's usage errors keep the client's documented code (64,
+            // EX_USAGE, docs/client.md); the server's are 2.
+            let client = matches!(args.first().map(String::as_str), Some("run" | "tail"));
+            ExitCode::from(if client { 64 } else { 2 })
         }
     }
 }

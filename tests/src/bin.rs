@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 pub enum Runtime {
     /// `spout`, the async server on smol (`runtime-smol/`).
     Smol,
-    /// `spout-blocking`, the thread-per-connection server on tiny_http (`runtime-blocking/`).
+    /// `spout-blocking`, the thread-per-connection server on std threads (`runtime-blocking/`).
     Blocking,
 }
 

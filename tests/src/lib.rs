@@ -1,7 +1,7 @@
 //! # spout-tests
 //!
 //! The harness for spout's integration tests: it starts a real server binary (`spout`
-//! on smol, or `spout-blocking` on tiny_http) on a loopback port and talks plain HTTP/1.1
+//! on smol, or `spout-blocking` on std threads) on a loopback port and talks plain HTTP/1.1
 //! to it over `std::net::TcpStream`, so that one list of cases runs against both
 //! runtimes. See `tests/README.md` for how to write a case.
 //!
@@ -89,7 +89,7 @@ macro_rules! both_runtimes {
                     case($crate::Runtime::Smol)
                 }
 
-                /// The case on `spout-blocking` (tiny_http).
+                /// The case on `spout-blocking` (std threads).
                 #[test]
                 $(#[$meta])*
                 pub fn blocking() {

@@ -346,7 +346,7 @@ fn churn(addr: SocketAddr, path: &str, n: usize) {
 }
 
 /// Waits until the server counts no subscriber and its thread and descriptor
-/// counts are stable (idle pool threads exit: tiny_http's after 5 s) or back to
+/// counts are stable (threads of closed connections have exited) or back to
 /// `baseline`.
 fn settle(server: &Server, baseline: Option<spout_tests::procfs::Usage>) {
     assert!(
