@@ -17,3 +17,4 @@ pub mod archive;
 pub mod demo;
 pub mod driver;
 pub mod os;
+pub mod startup;

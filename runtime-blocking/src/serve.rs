@@ -7,15 +7,13 @@
 use crate::http::{Conn, Limits, ReadError};
 use crate::job::{self, Drivers};
 use crate::{clock, stream};
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 use rustix::event::{PollFd, PollFlags};
-use spout_blocking::archive::ArchiveDir;
-use spout_blocking::driver::{self, log, Shared};
-use spout_blocking::os;
+use spout_blocking::driver::{log, Shared};
+use spout_blocking::startup::{self, Started};
 use spout_core::cli::ServeOptions;
-use spout_core::config::Config;
 use spout_core::http::{self, Admission, ApiError, ReadFailure, Request, StreamFraming};
-use spout_core::registry::{Inputs, Registry, Reply};
+use spout_core::registry::{Inputs, Reply};
 use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -49,33 +47,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Runs the server until SIGINT/SIGTERM. Exit code 0 after a clean shutdown, 2 for
 /// a config that is refused, 1 for other start-up failures.
 pub fn run(options: &ServeOptions) -> ExitCode {
-    let config = match load_config(options) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("spout: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    match serve(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("spout: {e:#}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn load_config(options: &ServeOptions) -> anyhow::Result<Config> {
-    let text = match &options.config {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {path}"))?,
-        ),
-        None => None,
-    };
-    let exe = std::env::current_exe().context("cannot find the spout executable")?;
-    Config::load(options, text.as_deref(), &exe.to_string_lossy())
-        .map_err(|e| anyhow!("config refused: {e}"))
+    startup::run(
+        options,
+        || (clock::now(), clock::wall(), clock::job_id_bytes()),
+        serve,
+    )
 }
 
 /// The answer inputs the core needs from the world.
@@ -96,29 +72,18 @@ struct State {
     stopping: AtomicBool,
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
-    let _ = os::raise_nofile_limit();
-    os::try_random_bytes().context("the OS gives no randomness for job ids")?;
-    let archive = if config.memory {
-        None
-    } else {
-        Some(
-            ArchiveDir::open(&config.data_dir)
-                .with_context(|| format!("cannot use data dir {}", config.data_dir))?,
-        )
-    };
-    let listen = config.listen;
-    let commands: Vec<String> = config.commands.keys().cloned().collect();
-    let mode = archive.as_ref().map_or("memory only".to_string(), |a| {
-        format!("archive {}", a.root().display())
-    });
-    let connections = config
+fn serve(started: Started) -> anyhow::Result<()> {
+    let Started {
+        shared,
+        listen,
+        summary,
+    } = started;
+    let connections = shared
+        .lock()
+        .config()
         .limits
         .max_subscribers
         .saturating_add(EXTRA_CONNECTIONS);
-    let shared = Shared::new(Registry::new(config)?, archive);
-    let restored = driver::restore(&shared, clock::now(), clock::wall(), clock::job_id_bytes())
-        .context("cannot read the archive")?;
     let listener =
         TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     // Non-blocking so that a connection that vanishes between `poll` and `accept`
@@ -136,10 +101,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let (wake, wake_tx) = UnixStream::pair().context("cannot handle SIGTERM/SIGINT")?;
     watch_signals(state.clone(), wake_tx)?;
     log(&format!("listening on http://{addr}"));
-    log(&format!(
-        "commands: {}; {mode}; {restored} archived jobs",
-        commands.join(", ")
-    ));
+    log(&summary);
     accept_loop(&state, &listener, &wake);
     drop(listener);
     shutdown(&state);

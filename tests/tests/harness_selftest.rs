@@ -501,7 +501,6 @@ fn open_events_returns_non_200_answers() {
 }
 
 #[test]
-#[ignore = "needs core sse decoder"]
 fn event_stream_decodes_events_as_they_arrive() {
     use spout_tests::Item;
     let fake = sse_fake(Duration::from_millis(20));
@@ -526,7 +525,6 @@ fn event_stream_decodes_events_as_they_arrive() {
 }
 
 #[test]
-#[ignore = "needs core sse decoder"]
 #[should_panic(expected = "did not end")]
 fn collect_to_end_fails_on_a_stream_that_does_not_end() {
     let fake = FakeServer::start(|mut stream| {

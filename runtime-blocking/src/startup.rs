@@ -1,0 +1,96 @@
+//! Start-up both runtimes share: reading the config the command line names (the
+//! core checks it), opening the archive, and rebuilding the registry from it; and
+//! the exit codes of `serve`. A runtime adds only its listener and its loops.
+
+use crate::archive::ArchiveDir;
+use crate::driver::{self, Shared};
+use crate::os;
+use anyhow::{anyhow, Context as _};
+use spout_core::cli::ServeOptions;
+use spout_core::config::Config;
+use spout_core::registry::Registry;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// A server ready to listen.
+#[derive(Debug)]
+pub struct Started {
+    /// The registry (restored from the archive) behind its lock.
+    pub shared: Arc<Shared>,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The start-up log line after "listening on": commands, storage, jobs restored.
+    pub summary: String,
+}
+
+/// Runs `serve` on the config `options` ask for. Exit code 0 after a clean
+/// shutdown, 2 for a config that is refused, 1 for other start-up failures (the
+/// error is printed to stderr either way).
+pub fn run(
+    options: &ServeOptions,
+    clock: impl Fn() -> (Instant, SystemTime, [u8; 16]),
+    serve: impl FnOnce(Started) -> anyhow::Result<()>,
+) -> ExitCode {
+    let config = match load_config(options) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("spout: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match prepare(config, clock()).and_then(serve) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spout: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(options: &ServeOptions) -> anyhow::Result<Config> {
+    let text = match &options.config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {path}"))?,
+        ),
+        None => None,
+    };
+    let exe = std::env::current_exe().context("cannot find the spout executable")?;
+    Config::load(options, text.as_deref(), &exe.to_string_lossy())
+        .map_err(|e| anyhow!("config refused: {e}"))
+}
+
+fn prepare(
+    config: Config,
+    (now, wall, random): (Instant, SystemTime, [u8; 16]),
+) -> anyhow::Result<Started> {
+    let _ = os::raise_nofile_limit();
+    os::try_random_bytes().context("the OS gives no randomness for job ids")?;
+    let archive = if config.memory {
+        None
+    } else {
+        Some(
+            ArchiveDir::open(&config.data_dir)
+                .with_context(|| format!("cannot use data dir {}", config.data_dir))?,
+        )
+    };
+    let listen = config.listen;
+    let commands: Vec<String> = config.commands.keys().cloned().collect();
+    let mode = archive.as_ref().map_or("memory only".to_string(), |a| {
+        format!("archive {}", a.root().display())
+    });
+    let shared = Shared::new(Registry::new(config)?, archive);
+    let restored =
+        driver::restore(&shared, now, wall, random).context("cannot read the archive")?;
+    let summary = format!(
+        "commands: {}; {mode}; {restored} archived jobs",
+        commands.join(", ")
+    );
+    Ok(Started {
+        shared,
+        listen,
+        summary,
+    })
+}
