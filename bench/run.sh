@@ -45,7 +45,7 @@ fi
 (cd "$here/peers/express" && npm ci --no-audit --no-fund --silent)
 
 # --- builds ---
-(cd "$root" && cargo build --release --bins -q)
+(cd "$root" && cargo build --release --workspace --bins -q)
 (cd "$here" && cargo build --release -q)
 
 targets=()
