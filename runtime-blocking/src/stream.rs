@@ -70,7 +70,9 @@ pub fn events(
     let mut reader = None;
     let mut counted = 0;
     while !dropped {
-        buf.clear();
+        // The subscriber appends after room for the chunk-size line: one copy of
+        // the log's bytes per subscriber, no re-framing copy.
+        framing.begin(&mut buf);
         let listener = waker.listen();
         let next = {
             let mut reg = shared.lock();
@@ -82,7 +84,7 @@ pub fn events(
             }
         };
         match next {
-            Next::Wrote => dropped = !send_chunk(conn, framing, &buf, &mut frame),
+            Next::Wrote => dropped = conn.write_all(framing.finish(&mut buf)).is_err(),
             Next::Wait(deadline) => dropped = !wait(conn, listener, deadline),
             Next::ReadArchive { offset, first, len } => {
                 let bytes = match (&shared.archive, &reader) {
@@ -100,8 +102,8 @@ pub fn events(
                 if let Some(job) = shared.lock().job(id) {
                     sub.handle_archive(job.log(), offset, first, &bytes, &mut buf);
                 }
-                if !buf.is_empty() {
-                    dropped = !send_chunk(conn, framing, &buf, &mut frame);
+                if !framing.is_empty(&buf) {
+                    dropped = conn.write_all(framing.finish(&mut buf)).is_err();
                 }
             }
             Next::End => {
