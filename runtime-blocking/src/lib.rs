@@ -16,5 +16,6 @@
 pub mod archive;
 pub mod demo;
 pub mod driver;
+pub mod head;
 pub mod os;
 pub mod startup;

@@ -12,7 +12,7 @@ use rustix::event::{PollFd, PollFlags};
 use spout_blocking::driver::{log, Shared};
 use spout_blocking::startup::{self, Started};
 use spout_core::cli::ServeOptions;
-use spout_core::http::{self, Admission, ApiError, ReadFailure, Request, StreamFraming};
+use spout_core::http::{self, Admission, ApiError, Request, StreamFraming};
 use spout_core::registry::{Inputs, Reply};
 use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -233,22 +233,10 @@ fn shutdown(state: &State) {
     log("stopped");
 }
 
-/// The core's view of a read error (the same mapping as `spout`).
-fn failure(e: &ReadError) -> ReadFailure {
-    match e {
-        ReadError::Closed | ReadError::Idle | ReadError::Io(_) => ReadFailure::Gone,
-        ReadError::Timeout => ReadFailure::Timeout,
-        ReadError::HeadTooLarge | ReadError::TooManyHeaders => ReadFailure::HeadTooLarge,
-        ReadError::Malformed(why) => ReadFailure::Malformed(why),
-        ReadError::BodyTooLarge => ReadFailure::BodyTooLarge,
-        ReadError::BadChunk => ReadFailure::BadChunk,
-    }
-}
-
 /// Answers a head that could not be read, if the core says so (then the caller
 /// closes).
 fn head_failed(conn: &mut Conn, peer: &str, e: &ReadError) {
-    if let Some(response) = failure(e).response() {
+    if let Some(response) = e.failure().response() {
         let mut out = Vec::new();
         response.encode(false, &mut out);
         let _ = conn.write_all(&out);
@@ -312,7 +300,7 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
         let body = match conn.read_body(admitted.framing, http::MAX_BODY, http::BODY_TIMEOUT) {
             Ok(body) => body,
             Err(e) => {
-                if let Some(response) = failure(&e).response() {
+                if let Some(response) = e.failure().response() {
                     out.clear();
                     response.encode(false, &mut out);
                     let _ = conn.write_all(&out);

@@ -8,7 +8,6 @@
 //! After any `Err` from [`Conn::read_head`] or [`Conn::read_body`] the request
 //! framing is lost: answer if the error calls for it, then close the connection.
 
-use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
@@ -21,97 +20,10 @@ use spout_core::http::{ApiError, ChunkedDecoder};
 /// How much one read asks the socket for.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// Size and time bounds for reading a request head.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest request head, from the first byte to the blank line that ends it
-    /// (empty lines before the request line count too).
-    pub max_head_bytes: usize,
-    /// Most header fields a head may have.
-    pub max_headers: usize,
-    /// Time for the *whole* head to arrive, counted from its first byte, so that
-    /// a client trickling one byte a second is cut off.
-    pub head_timeout: Duration,
-    /// Time an open connection may wait for the first byte of its next request.
-    pub idle_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_head_bytes: 16 * 1024,
-            max_headers: 64,
-            head_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-/// A request head, copied out of the read buffer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Head {
-    /// The method token as sent (case-sensitive: `GET`, not `get`).
-    pub method: String,
-    /// The request target as sent (`/jobs/abc?token=x`); not decoded.
-    pub target: String,
-    /// Minor HTTP version: `0` for HTTP/1.0, `1` for HTTP/1.1.
-    pub version: u8,
-    /// Header fields in the order received; names as sent, values as raw bytes
-    /// (httparse admits bytes >= 0x80 in values).
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
 pub use spout_core::http::BodyFraming;
 
-/// What went wrong while reading a request.
-#[derive(Debug)]
-pub enum ReadError {
-    /// The peer closed the connection in the middle of a request.
-    Closed,
-    /// No request began within [`Limits::idle_timeout`]: close quietly.
-    Idle,
-    /// A head did not complete within [`Limits::head_timeout`], or a body within
-    /// its time.
-    Timeout,
-    /// The head exceeds its byte limit.
-    HeadTooLarge,
-    /// The head has more fields than allowed.
-    TooManyHeaders,
-    /// The head is not valid HTTP/1.x; says what httparse
-    /// found wrong.
-    Malformed(&'static str),
-    /// The body is longer than allowed; the rest of it was not read.
-    BodyTooLarge,
-    /// A chunked body's framing is invalid (chunk-size line or chunk end).
-    BadChunk,
-    /// The socket failed.
-    Io(io::Error),
-}
-
-impl fmt::Display for ReadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReadError::Closed => f.write_str("connection closed in the middle of a request"),
-            ReadError::Idle => f.write_str("no request arrived within the idle timeout"),
-            ReadError::Timeout => f.write_str("request not received within the time limit"),
-            ReadError::HeadTooLarge => f.write_str("request header section too large"),
-            ReadError::TooManyHeaders => f.write_str("too many header fields"),
-            ReadError::Malformed(what) => write!(f, "malformed request: {what}"),
-            ReadError::BodyTooLarge => f.write_str("request body too large"),
-            ReadError::BadChunk => f.write_str("invalid chunked body framing"),
-            ReadError::Io(e) => write!(f, "i/o error: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ReadError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ReadError::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+use spout_blocking::head;
+pub use spout_blocking::head::{Head, Limits, ReadError};
 
 /// One HTTP/1.1 connection: a stream plus the bytes read from it that no
 /// request has consumed yet (the start of a pipelined next request).
@@ -168,9 +80,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             // Dropping them here rather than letting httparse skip them again
             // on every parse keeps a flood of CRLFs from costing quadratic time.
-            skipped += self.skip_empty_lines();
+            skipped += head::skip_empty_lines(&mut self.buf);
             if parse {
-                if let Some(head) = self.parse_head(limits, skipped)? {
+                if let Some(head) = head::parse_head(&mut self.buf, limits, skipped)? {
                     return Ok(Some(head));
                 }
             }
@@ -250,57 +162,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await
     }
 
-    /// Tries to parse a head from the buffer; `Ok(None)` when more bytes are needed.
-    fn parse_head(&mut self, limits: &Limits, skipped: usize) -> Result<Option<Head>, ReadError> {
-        let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
-        let mut req = httparse::Request::new(&mut fields);
-        let len = match req.parse(&self.buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(header_error(e)),
-        };
-        if skipped + len > limits.max_head_bytes {
-            return Err(ReadError::HeadTooLarge);
-        }
-        // A complete parse always fills these three; match rather than unwrap
-        // so that a surprise in httparse stays an error, not a panic.
-        let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
-        else {
-            return Err(ReadError::Malformed("incomplete request line"));
-        };
-        let head = Head {
-            method: method.to_owned(),
-            target: target.to_owned(),
-            version,
-            headers: req
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                .collect(),
-        };
-        self.buf.drain(..len);
-        if self.buf.is_empty() {
-            // A connection may now sit for hours streaming events; it should
-            // not keep a read buffer while it does.
-            self.buf = Vec::new();
-        }
-        Ok(Some(head))
-    }
-
-    /// Drops CRLF and LF lines at the start of the buffer; returns how many bytes.
-    fn skip_empty_lines(&mut self) -> usize {
-        let mut at = 0;
-        loop {
-            match self.buf[at..] {
-                [b'\r', b'\n', ..] => at += 2,
-                [b'\n', ..] => at += 1,
-                _ => break,
-            }
-        }
-        self.buf.drain(..at);
-        at
-    }
-
     /// A chunked body, de-chunked by the core's decoder (the one de-chunker of
     /// request bodies; strict about CRLF, trailers read and ignored).
     async fn read_chunked(&mut self, max: usize, timer: &mut Timer) -> Result<Vec<u8>, ReadError> {
@@ -364,21 +225,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         future::or(read, expire).await
     }
-}
-
-/// Maps an httparse error in a header section to ours.
-fn header_error(e: httparse::Error) -> ReadError {
-    // httparse's own Display strings, which it only exposes as a `fmt` (not
-    // `&'static str`).
-    ReadError::Malformed(match e {
-        httparse::Error::TooManyHeaders => return ReadError::TooManyHeaders,
-        httparse::Error::HeaderName => "invalid header name",
-        httparse::Error::HeaderValue => "invalid header value",
-        httparse::Error::NewLine => "invalid new line",
-        httparse::Error::Status => "invalid response status",
-        httparse::Error::Token => "invalid token",
-        httparse::Error::Version => "invalid HTTP version",
-    })
 }
 
 #[cfg(test)]

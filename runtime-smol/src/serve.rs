@@ -2,7 +2,7 @@
 //! per connection moving requests to the core and its answers back, and a clean
 //! shutdown on SIGINT/SIGTERM.
 
-use crate::http::{Conn, Limits, ReadError};
+use crate::http::{Conn, Limits};
 use crate::{clock, job, stream};
 use anyhow::Context as _;
 use futures_lite::{future, StreamExt};
@@ -11,7 +11,7 @@ use smol::Timer;
 use spout_blocking::driver::{log, Shared};
 use spout_blocking::startup::{self, Started};
 use spout_core::cli::ServeOptions;
-use spout_core::http::{self, Admission, ReadFailure, Request, StreamFraming};
+use spout_core::http::{self, Admission, Request, StreamFraming};
 use spout_core::registry::{Inputs, Reply};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -99,17 +99,6 @@ async fn shutdown(shared: &Shared) {
     log("stopped");
 }
 
-fn failure(e: &ReadError) -> ReadFailure {
-    match e {
-        ReadError::Closed | ReadError::Idle | ReadError::Io(_) => ReadFailure::Gone,
-        ReadError::Timeout => ReadFailure::Timeout,
-        ReadError::HeadTooLarge | ReadError::TooManyHeaders => ReadFailure::HeadTooLarge,
-        ReadError::Malformed(why) => ReadFailure::Malformed(why),
-        ReadError::BodyTooLarge => ReadFailure::BodyTooLarge,
-        ReadError::BadChunk => ReadFailure::BadChunk,
-    }
-}
-
 /// One connection: requests in, the core's answers out, until either side closes.
 async fn connection(shared: Arc<Shared>, stream: TcpStream) {
     let peer = stream
@@ -123,7 +112,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(e) => {
-                if let Some(response) = failure(&e).response() {
+                if let Some(response) = e.failure().response() {
                     out.clear();
                     response.encode(false, &mut out);
                     let _ = conn.write_all(&out).await;
@@ -177,7 +166,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
         {
             Ok(body) => body,
             Err(e) => {
-                if let Some(response) = failure(&e).response() {
+                if let Some(response) = e.failure().response() {
                     out.clear();
                     response.encode(false, &mut out);
                     let _ = conn.write_all(&out).await;

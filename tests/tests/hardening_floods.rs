@@ -208,12 +208,7 @@ fn emfile_case(rt: Runtime) {
     let (id, _) = start_job(server.addr(), "ticker", &[]);
     // The job must be running before descriptors run out: a spawn after the limit
     // would fail (rightly) and the test would measure something else.
-    spout_tests::wait_for_state(
-        server.addr(),
-        &id,
-        |s| s["state"] == "running",
-        20 * SECOND,
-    );
+    spout_tests::wait_for_state(server.addr(), &id, |s| s["state"] == "running", 20 * SECOND);
     let status = std::process::Command::new("prlimit")
         .args(["--pid", &pid.to_string(), "--nofile=64:64"])
         .status()

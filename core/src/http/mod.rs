@@ -65,6 +65,10 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// 10 s is 6.4 KB/s, slower than any real client).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an open connection may wait for the first byte of its next request
+/// before the server closes it (keep-alive).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Longest a single write to a client may take before the client is dropped: a
 /// stream whose reader stopped reading is ended rather than held forever (it costs
 /// no memory meanwhile, only its socket).
