@@ -169,17 +169,10 @@ pub async fn raw_log(
     if !send(&mut w, &frame).await {
         return;
     }
-    let file = match shared
-        .archive
-        .as_ref()
-        .map(|a| a.open_output(&id.to_string()))
-    {
-        Some(Ok(f)) => f,
-        _ => {
-            let _ = send(&mut w, framing.end()).await;
-            return;
-        }
-    };
+    // Opened when there are bytes to read: the job's task creates the file just
+    // after the job is answered, so a request can come before it exists.
+    let mut file = None;
+    let mut misses = 0u32;
     let limit = if follow {
         None
     } else {
@@ -196,17 +189,30 @@ pub async fn raw_log(
                 let want = usize::try_from(upto - offset)
                     .unwrap_or(usize::MAX)
                     .min(buf.len());
-                match file.read_at(&mut buf[..want], offset) {
-                    Ok(0) | Err(_) => {
-                        // The job task writes the file just after the core counts
-                        // the bytes: give it a moment.
-                        Timer::after(Duration::from_millis(5)).await;
-                    }
-                    Ok(n) => {
+                if file.is_none() {
+                    file = shared
+                        .archive
+                        .as_ref()
+                        .and_then(|a| a.open_output(&id.to_string()).ok());
+                }
+                match file.as_ref().map(|f| f.read_at(&mut buf[..want], offset)) {
+                    Some(Ok(n)) if n > 0 => {
+                        misses = 0;
                         offset += n as u64;
                         if !send_chunk(&mut w, framing, &buf[..n], &mut frame).await {
                             return;
                         }
+                    }
+                    _ => {
+                        // Counted but not yet in the file (the job's task writes it
+                        // just after the core counts the bytes): give it a moment;
+                        // a file that never appears ends the answer after ~1 s.
+                        misses += 1;
+                        if misses > 200 {
+                            let _ = send(&mut w, framing.end()).await;
+                            return;
+                        }
+                        Timer::after(Duration::from_millis(5)).await;
                     }
                 }
             }
