@@ -134,6 +134,9 @@ both_runtimes!(
         eprintln!("figures: full disk: status {status:#}");
         // The server lives on and says what happened.
         assert_eq!(get(server.addr(), "/healthz").status, 200);
+        // The log line is written before the job ends, but the harness copies the
+        // server's stderr on its own thread: wait for it rather than race it.
+        server.wait_for_stderr("os error 28", 10 * SECOND);
         let stderr = server.stderr_text();
         assert!(
             stderr.to_lowercase().contains("no space")
