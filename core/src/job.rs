@@ -9,7 +9,7 @@
 //! | `Starting`        | `handle_stop`                          | `Starting`  | reason kept; SIGTERM as soon as it is spawned |
 //! | `Running`         | `handle_stop`, timeout, output limit, unwatched | `Stopping` | SIGTERM to the group; SIGKILL deadline (grace) |
 //! | `Stopping`        | grace deadline                         | `Stopping`  | SIGKILL to the group |
-//! | `Running`/`Stopping` | `handle_exit`                       | (draining)  | drain deadline: pipes get a short time to reach EOF |
+//! | `Running`/`Stopping` | `handle_exit`                       | (draining)  | pipes are read while output flows; 1 s of quiet (or 10 s in all) ends the drain |
 //! | draining          | both EOF, or drain deadline            | final state | pending text flushed, `exit` event, stop reading (and SIGKILL to the group if a grandchild still holds a pipe) |
 //!
 //! The final state is `Exited` when the process ended by itself, otherwise the
@@ -165,8 +165,12 @@ pub struct JobSettings {
     pub stop_when_unwatched: Option<Duration>,
     /// Time between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
-    /// After the child exits, how long its pipes may take to reach EOF.
+    /// After the child exits, how long its pipes may stay quiet before the job
+    /// ends without their EOF (a grandchild that inherited them may hold them open
+    /// forever). Output that keeps flowing is read, up to [`JobSettings::drain_max`].
     pub drain: Duration,
+    /// After the child exits, the most time its pipes are read for.
+    pub drain_max: Duration,
     /// How output becomes events.
     pub assembler: AssemblerConfig,
     /// Archive or memory only.
@@ -184,7 +188,8 @@ impl Default for JobSettings {
             max_output_bytes: None,
             stop_when_unwatched: None,
             stop_grace: Duration::from_secs(5),
-            drain: Duration::from_millis(200),
+            drain: Duration::from_secs(1),
+            drain_max: Duration::from_secs(10),
             assembler: AssemblerConfig::default(),
             persistence: Persistence::Archive,
             window_bytes: 1 << 20,
@@ -291,6 +296,7 @@ pub struct Job {
     kill_at: Option<Instant>,
     unwatched_at: Option<Instant>,
     drain_at: Option<Instant>,
+    drain_cap: Option<Instant>,
     sync_at: Option<Instant>,
     eof: [bool; 2],
     taken: u64,
@@ -329,6 +335,7 @@ impl Job {
             kill_at: None,
             unwatched_at: None,
             drain_at: None,
+            drain_cap: None,
             sync_at: None,
             eof: [false; 2],
             taken: 0,
@@ -469,6 +476,11 @@ impl Job {
         };
         self.taken += take as u64;
         self.log.count_bytes(stream, take as u64);
+        if let (Some(_), Some(cap)) = (self.drain_at, self.drain_cap) {
+            // Still flowing after the exit: keep reading (a starved reader must not
+            // lose the pipe's last bytes), within the cap.
+            self.drain_at = Some((now + self.settings.drain).min(cap));
+        }
         self.assembler(stream).handle_bytes(&bytes[..take], now);
         self.drain_text(stream, now);
         if take < bytes.len() {
@@ -495,7 +507,8 @@ impl Job {
         }
         self.exit_status = Some(status);
         self.kill_at = None;
-        self.drain_at = Some(now + self.settings.drain);
+        self.drain_cap = Some(now + self.settings.drain_max);
+        self.drain_at = Some((now + self.settings.drain).min(now + self.settings.drain_max));
         self.maybe_finish(now);
     }
 
@@ -784,6 +797,7 @@ impl Job {
         self.kill_at = None;
         self.unwatched_at = None;
         self.drain_at = None;
+        self.drain_cap = None;
         self.sync_at = None;
     }
 }

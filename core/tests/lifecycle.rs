@@ -334,3 +334,66 @@ fn archive_failure_stops_the_job_and_keeps_events_visible() {
         "metadata is still saved at start and at the end"
     );
 }
+
+#[test]
+fn output_still_flowing_after_exit_is_read_to_the_end() {
+    // A starved reader: the child has exited, and the pipe's tail arrives in pieces
+    // further apart than a fixed drain would wait, but closer than the quiet period.
+    let settings = JobSettings {
+        drain: ms(1000),
+        drain_max: ms(10_000),
+        ..JobSettings::default()
+    };
+    let mut s = Sim::new(settings, t0());
+    s.spawn();
+    s.job.handle_exit(
+        spout_core::event::ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+        s.now,
+    );
+    s.drive();
+    for i in 0..9 {
+        s.advance(ms(900));
+        s.out(Stream::Stdout, format!("late {i}\n").as_bytes());
+        assert!(!s.finished, "still flowing at piece {i}");
+    }
+    s.advance(ms(1000));
+    assert!(s.finished, "a quiet second ends the drain");
+    let text: String = events(&s)
+        .iter()
+        .filter(|(t, _)| t == "stdout")
+        .map(|(_, d)| d["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(text.lines().count(), 9, "every piece was taken: {text}");
+}
+
+#[test]
+fn a_grandchild_writing_forever_after_exit_is_cut_at_the_cap() {
+    let settings = JobSettings {
+        drain: ms(1000),
+        drain_max: ms(10_000),
+        ..JobSettings::default()
+    };
+    let mut s = Sim::new(settings, t0());
+    s.spawn();
+    s.job.handle_exit(
+        spout_core::event::ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+        s.now,
+    );
+    s.drive();
+    for i in 0..40 {
+        s.advance(ms(500));
+        if s.finished {
+            assert!(i >= 19, "ended before the cap, at piece {i}");
+            break;
+        }
+        s.out(Stream::Stdout, b"more\n");
+    }
+    assert!(s.finished, "ended at the cap");
+    assert_eq!(s.signals, vec![Signal::Kill], "and its group is killed");
+}
