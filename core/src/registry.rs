@@ -104,6 +104,19 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// The status the reply answers with (for the request log).
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Reply::Full(r)
+            | Reply::Spawn { response: r, .. }
+            | Reply::Stopping { response: r, .. } => r.head.status,
+            Reply::Stream { head, .. } | Reply::RawLog { head, .. } => head.status,
+        }
+    }
+}
+
 /// What a raw-log response does next ([`Registry::raw_log_next`]).
 #[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -457,6 +470,8 @@ impl Registry {
                     inputs.random[3],
                 ]);
                 match Subscriber::open(job.log(), &params, &self.stream, jitter, inputs.now) {
+                    // HEAD gets the answer GET would, with no stream and no subscriber.
+                    Ok(_) if admitted.head_only => Ok(Reply::Full(head_only(http::sse_head()))),
                     Ok(subscriber) => {
                         self.subscribers += 1;
                         let n = self.watchers.entry(id).or_insert(0);
@@ -479,6 +494,9 @@ impl Registry {
                 let job = self.get(id)?;
                 let follow = query.flag("follow")?;
                 if job.log().persistence() == Persistence::Archive {
+                    if admitted.head_only {
+                        return Ok(Reply::Full(head_only(http::chunked_text_head())));
+                    }
                     return Ok(Reply::RawLog {
                         head: http::chunked_text_head(),
                         job: id,
@@ -733,6 +751,14 @@ fn is_loopback_host(host: &str) -> bool {
         || name
             .parse::<core::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The answer to a HEAD request for a streamed resource: the stream's head, no body.
+fn head_only(head: ResponseHead) -> Response {
+    Response {
+        head,
+        body: Vec::new(),
+    }
 }
 
 fn no_such_job() -> ApiError {

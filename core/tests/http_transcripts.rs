@@ -250,3 +250,20 @@ fn retention_by_age_drops_old_finished_jobs() {
     reg.job_finished(UNIX_EPOCH + Duration::from_secs(1_795_341_600 + 61));
     assert_eq!(reg.poll_expired(), Some(job), "61 s old: dropped");
 }
+
+/// HEAD on a streamed resource gets GET's head and nothing more: no subscriber is
+/// opened (so none leaks), and the raw log is not streamed.
+#[test]
+fn head_on_streams_opens_nothing() {
+    let mut reg = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
+    let now = t0();
+    let job = finished_job(&mut reg, now);
+    for path in [format!("/jobs/{job}/events"), format!("/jobs/{job}/log")] {
+        let (bytes, reply) = exchange(&mut reg, "HEAD", &path, &[], b"", inputs(now, 3));
+        assert!(reply.is_none(), "{path}: a complete answer, not a stream");
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {text}");
+        assert!(text.ends_with("\r\n\r\n"), "{path}: head only: {text}");
+    }
+    assert_eq!(reg.subscribers(), 0);
+}

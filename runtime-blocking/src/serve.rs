@@ -284,7 +284,7 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
                 log(&format!(
                     "{peer} {} {} -> {}",
                     head.method,
-                    path_of(&head.target),
+                    http::path_for_log(&head.target),
                     response.head.status
                 ));
                 if conn.write_all(&out).is_err() || response.closes_connection() || !keep_alive {
@@ -310,17 +310,11 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
         };
         let head_only = admitted.head_only;
         let reply = shared.lock().handle(&req, admitted, &body, inputs());
-        let status = match &reply {
-            Reply::Full(r)
-            | Reply::Spawn { response: r, .. }
-            | Reply::Stopping { response: r, .. } => r.head.status,
-            Reply::Stream { head, .. } | Reply::RawLog { head, .. } => head.status,
-            _ => 500,
-        };
+        let status = reply.status();
         log(&format!(
             "{peer} {} {} -> {status}",
             head.method,
-            path_of(&head.target)
+            http::path_for_log(&head.target)
         ));
         let response = match reply {
             Reply::Full(r) => r,
@@ -342,13 +336,6 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
                 job,
                 subscriber,
             } => {
-                if head_only {
-                    shared.lock().unsubscribe(job, false, clock::now());
-                    out.clear();
-                    head.encode(&mut out);
-                    let _ = conn.write_all(&out);
-                    return;
-                }
                 let framing = StreamFraming::for_version(version);
                 stream::events(shared, &mut conn, head, framing, job, subscriber);
                 return;
@@ -393,17 +380,12 @@ fn refuse(mut conn: Conn, peer: &str) {
     log(&format!(
         "{peer} {} {} -> {}",
         head.method,
-        path_of(&head.target),
+        http::path_for_log(&head.target),
         response.head.status
     ));
     let mut out = Vec::new();
     response.encode(head.method == "HEAD", &mut out);
     let _ = conn.write_all(&out);
-}
-
-/// The path of a target, for log lines (the query may hold a token).
-fn path_of(target: &str) -> &str {
-    target.split('?').next().unwrap_or(target)
 }
 
 /// The bound on connection threads: `limit` serving, [`REFUSERS`] more answering

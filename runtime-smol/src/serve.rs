@@ -144,7 +144,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                 log(&format!(
                     "{peer} {} {} -> {}",
                     head.method,
-                    path_of(&head.target),
+                    http::path_for_log(&head.target),
                     response.head.status
                 ));
                 if conn.write_all(&out).await.is_err()
@@ -176,17 +176,11 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
         };
         let head_only = admitted.head_only;
         let reply = shared.lock().handle(&req, admitted, &body, inputs());
-        let status = match &reply {
-            Reply::Full(r)
-            | Reply::Spawn { response: r, .. }
-            | Reply::Stopping { response: r, .. } => r.head.status,
-            Reply::Stream { head, .. } | Reply::RawLog { head, .. } => head.status,
-            _ => 500,
-        };
+        let status = reply.status();
         log(&format!(
             "{peer} {} {} -> {status}",
             head.method,
-            path_of(&head.target)
+            http::path_for_log(&head.target)
         ));
         let response = match reply {
             Reply::Full(r) => r,
@@ -207,13 +201,6 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                 job,
                 subscriber,
             } => {
-                if head_only {
-                    shared.lock().unsubscribe(job, false, clock::now());
-                    out.clear();
-                    head.encode(&mut out);
-                    let _ = conn.write_all(&out).await;
-                    return;
-                }
                 stream::events(
                     &shared,
                     &stream,
@@ -245,9 +232,4 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
             return;
         }
     }
-}
-
-/// The path of a target, for log lines (the query may hold a token).
-fn path_of(target: &str) -> &str {
-    target.split('?').next().unwrap_or(target)
 }

@@ -733,6 +733,13 @@ impl StreamFraming {
     }
 }
 
+/// The part of a request target fit for a log line: the path, without the query,
+/// which may carry a `?token=`.
+#[must_use]
+pub fn path_for_log(target: &str) -> &str {
+    target.split('?').next().unwrap_or(target)
+}
+
 #[cfg(test)]
 mod framing_tests {
     use super::*;
