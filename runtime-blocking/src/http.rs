@@ -27,8 +27,8 @@ pub use spout_core::http::BodyFraming;
 /// have 256 KiB stacks).
 const READ_CHUNK: usize = 8 * 1024;
 
-use spout_blocking::head;
-pub use spout_blocking::head::{Head, Limits, ReadError};
+use spout_sys::head;
+pub use spout_sys::head::{Head, Limits, ReadError};
 
 /// One HTTP/1.1 connection: a socket plus the bytes read from it that no
 /// request has consumed yet (the start of a pipelined next request).

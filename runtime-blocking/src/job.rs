@@ -9,11 +9,11 @@
 //! and a thread cannot wait on an event and a channel at once.
 
 use crate::clock;
-use spout_blocking::driver::{log, JobIo, Outcome, Shared};
-use spout_blocking::os::{self, Signal};
 use spout_core::event::{ExitStatus, Stream};
 use spout_core::registry::SpawnPlan;
 use spout_core::JobId;
+use spout_sys::driver::{log, JobIo, Outcome, Shared};
+use spout_sys::os::{self, Signal};
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::Path;

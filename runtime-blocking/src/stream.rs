@@ -13,11 +13,11 @@
 use crate::clock;
 use crate::http::Conn;
 use event_listener::Listener as _;
-use spout_blocking::driver::{log, Shared};
 use spout_core::http::{ResponseHead, StreamFraming};
 use spout_core::registry::LogNext;
 use spout_core::subscriber::{Next, Subscriber};
 use spout_core::JobId;
+use spout_sys::driver::{log, Shared};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 

@@ -153,7 +153,7 @@ impl Client {
                 return Err(code::USAGE);
             }
         }
-        let seed = spout_blocking::os::try_random_bytes().unwrap_or([7; 16]);
+        let seed = spout_sys::os::try_random_bytes().unwrap_or([7; 16]);
         let mut rng = [0u8; 8];
         rng.copy_from_slice(&seed[..8]);
         Ok(Client {

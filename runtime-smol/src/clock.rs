@@ -20,8 +20,8 @@ pub fn wall() -> SystemTime {
 ///
 /// # Panics
 ///
-/// When the OS gives no randomness (see `spout_blocking::os::random_bytes`).
+/// When the OS gives no randomness (see `spout_sys::os::random_bytes`).
 #[must_use]
 pub fn job_id_bytes() -> [u8; 16] {
-    spout_blocking::os::random_bytes()
+    spout_sys::os::random_bytes()
 }

@@ -22,8 +22,8 @@ const READ_CHUNK: usize = 8 * 1024;
 
 pub use spout_core::http::BodyFraming;
 
-use spout_blocking::head;
-pub use spout_blocking::head::{Head, Limits, ReadError};
+use spout_sys::head;
+pub use spout_sys::head::{Head, Limits, ReadError};
 
 /// One HTTP/1.1 connection: a stream plus the bytes read from it that no
 /// request has consumed yet (the start of a pipelined next request).

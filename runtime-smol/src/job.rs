@@ -6,10 +6,10 @@ use crate::{clock, process};
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
 use smol::{Task, Timer};
-use spout_blocking::driver::{log, JobIo, Outcome, Shared};
 use spout_core::event::{ExitStatus, Stream};
 use spout_core::registry::SpawnPlan;
 use spout_core::JobId;
+use spout_sys::driver::{log, JobIo, Outcome, Shared};
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match cli::parse(&args, Program::Spout) {
         Ok(Cli::Serve(options)) => serve::run(&options),
-        Ok(Cli::Demo(args)) => spout_blocking::demo::run(&args),
+        Ok(Cli::Demo(args)) => spout_sys::demo::run(&args),
         Ok(Cli::Help(text)) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -1,5 +1,5 @@
 //! Starting a job's process on async-process, by the rules in
-//! `spout_blocking::os::job_command` (own process group, cleared environment,
+//! `spout_sys::os::job_command` (own process group, cleared environment,
 //! stdin from `/dev/null`), and handing its pipes and its exit status to the driver
 //! separately.
 //!
@@ -14,7 +14,7 @@ use std::process::Stdio;
 
 use async_process::{Child, ChildStderr, ChildStdout};
 use futures_lite::{AsyncRead, AsyncReadExt};
-use spout_blocking::os::{self, Signal};
+use spout_sys::os::{self, Signal};
 
 /// A job's running process: its pid (also its process group id), its two output
 /// pipes, and the handle that waits for its exit.

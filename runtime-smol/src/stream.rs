@@ -6,11 +6,11 @@ use crate::clock;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::Timer;
-use spout_blocking::driver::{log, Shared};
 use spout_core::http::{self, ResponseHead, StreamFraming};
 use spout_core::registry::LogNext;
 use spout_core::subscriber::{Next, Subscriber};
 use spout_core::JobId;
+use spout_sys::driver::{log, Shared};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! The part of driving jobs that is the same in both runtimes and needs no async:
-//! the shared state behind one lock, carrying out a job's actions (archive writes,
-//! signals, metadata), and rebuilding jobs from the archive at start-up.
+//! the shared state, and carrying out a job's actions (archive writes, signals,
+//! metadata).
 //!
 //! A runtime adds only how it waits (async or blocking) and how it reads pipes.
 //! Every decision is the core's: this file only does what a [`Job`] asks.
@@ -10,12 +10,12 @@ use crate::os;
 use event_listener::Event;
 use spout_core::event::Stream;
 use spout_core::job::{Action, Job, Signal};
-use spout_core::registry::{Inputs, Registry};
-use spout_core::{archive, EventId, JobId};
+use spout_core::registry::Registry;
+use spout_core::JobId;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// The server's state: the core's registry behind one lock, the archive, and a
 /// notifier per job that wakes its subscribers when it appends.
@@ -142,6 +142,17 @@ impl JobIo {
         }
     }
 
+    /// The I/O of a job restored from the archive, its files reopened for appending
+    /// (a job that was running gets its final event written through them).
+    #[must_use]
+    pub fn reopened(id: JobId, files: JobFiles) -> JobIo {
+        JobIo {
+            id,
+            files: Some(files),
+            pgid: None,
+        }
+    }
+
     /// The job's process group leader (its pid), once spawned.
     pub fn set_pgid(&mut self, pgid: u32) {
         self.pgid = Some(pgid);
@@ -248,71 +259,4 @@ impl JobIo {
         shared.notify(self.id);
         outcome
     }
-}
-
-/// Loads every job of the archive into the registry (start-up): damaged tails are
-/// cut with a warning; jobs that were running get their `server_restart` exit.
-///
-/// # Errors
-/// Listing the archive directory failed.
-pub fn restore(
-    shared: &Shared,
-    now: Instant,
-    wall: SystemTime,
-    random: [u8; 16],
-) -> io::Result<usize> {
-    let Some(archive) = &shared.archive else {
-        return Ok(0);
-    };
-    let mut restored = 0;
-    for name in archive.list()? {
-        let Some(id) = JobId::parse(&name) else {
-            log(&format!("archive: skipping {name:?}: not a job id"));
-            continue;
-        };
-        let meta = match archive.read_meta(&name) {
-            Ok(m) => m,
-            Err(e) => {
-                log(&format!("archive: skipping job {id}: {e}"));
-                continue;
-            }
-        };
-        let events = archive.read_events(&name)?;
-        let scan = archive::scan(&events, EventId::FIRST);
-        if let Some(damage) = scan.damage {
-            log(&format!(
-                "archive: job {id}: {damage} at byte {} of {}; cutting the damaged tail",
-                scan.valid_len,
-                events.len()
-            ));
-            archive.truncate_events(&name, scan.valid_len as u64)?;
-        }
-        let settings = shared.lock().job_settings(None);
-        let job = match Job::restore(id, &meta, scan.records.iter().copied(), settings, now, wall) {
-            Ok(job) => job,
-            Err(e) => {
-                log(&format!("archive: skipping job {id}: {e}"));
-                continue;
-            }
-        };
-        let lost = !job.log().is_complete();
-        shared
-            .lock()
-            .insert_restored(job, Inputs { now, wall, random });
-        // A job that was running gets its final event written now.
-        let mut io = JobIo {
-            id,
-            files: Some(archive.open_job(&name)?),
-            pgid: None,
-        };
-        let _ = io.drain(shared, now);
-        if lost {
-            log(&format!(
-                "archive: job {id} was running when the server stopped: ended with server_restart"
-            ));
-        }
-        restored += 1;
-    }
-    shared.remove_expired();
-    Ok(restored)
 }

@@ -3,8 +3,9 @@
 //! the exit codes of `serve`. A runtime adds only its listener and its loops.
 
 use crate::archive::ArchiveDir;
-use crate::driver::{self, Shared};
+use crate::driver::Shared;
 use crate::os;
+use crate::restore;
 use anyhow::{anyhow, Context as _};
 use spout_core::cli::ServeOptions;
 use spout_core::config::Config;
@@ -83,7 +84,7 @@ fn prepare(
     });
     let shared = Shared::new(Registry::new(config)?, archive);
     let restored =
-        driver::restore(&shared, now, wall, random).context("cannot read the archive")?;
+        restore::restore(&shared, now, wall, random).context("cannot read the archive")?;
     let summary = format!(
         "commands: {}; {mode}; {restored} archived jobs",
         commands.join(", ")

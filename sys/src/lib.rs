@@ -1,0 +1,27 @@
+//! `spout-sys`: the OS plumbing both spout runtimes share, written once on std (plus
+//! rustix for the few Unix calls std lacks). Like quinn-udp beside quinn-proto and
+//! quinn: no decisions, no async runtime, and it imports neither runtime.
+//!
+//! - [`archive`]: the archive directory's files (append, sync, positioned reads);
+//! - [`restore`]: the recovery scan at start-up;
+//! - [`os`]: process groups, signals, OS randomness, the open-files limit, and the
+//!   `std::process::Command` every job is spawned from;
+//! - [`driver`]: the shared state and carrying out a job's actions (files, signals);
+//! - [`startup`]: reading the config file, opening the archive, restoring jobs;
+//! - [`demo`]: the process the built-in demo commands run.
+//!
+//! Nothing here decides anything: which bytes go in a file, when a job is stopped or
+//! what an id looks like is `spout-core`'s business. These modules only move bytes,
+//! files and processes, and report OS errors with the path or pid they concern.
+//! Anything that must await or block on a socket belongs in a runtime, not here.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod archive;
+pub mod demo;
+pub mod driver;
+pub mod head;
+pub mod os;
+pub mod restore;
+pub mod startup;
