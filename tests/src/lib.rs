@@ -22,7 +22,9 @@
 //! 6. [`start_job`], [`wait_for_state`] (`jobs.rs`): the job API on top.
 //! 7. [`procfs`]: CPU time, memory, threads, descriptors and process groups from
 //!    `/proc`, for the hardening cases.
-//! 8. [`both_runtimes!`]: write a case once, get one `#[test]` per runtime.
+//! 8. [`nginx`]: the shipped `deploy/nginx.conf` run by a real nginx in front of a
+//!    server, for the reverse-proxy cases.
+//! 9. [`both_runtimes!`]: write a case once, get one `#[test]` per runtime.
 //!
 //! Everything listens on and connects to loopback only, and everything a test starts
 //! is stopped in `Drop` (processes killed and reaped, temp dirs removed, threads joined).
@@ -34,6 +36,7 @@ mod bin;
 mod client;
 mod events;
 mod jobs;
+pub mod nginx;
 pub mod procfs;
 mod proxy;
 mod server;
