@@ -95,6 +95,10 @@ pub struct Config {
     pub limits: Limits,
     /// Event-stream settings.
     pub sse: SseSettings,
+    /// The secret that signs share links (`link_key`), shared by every server of a
+    /// cluster; `None` means the runtime uses the key file in the data dir (made
+    /// on first start), or a per-process key with `--memory`.
+    pub link_key: Option<String>,
 }
 
 /// One declared command: a process template.
@@ -166,6 +170,8 @@ pub enum Scope {
     Start,
     /// Watch jobs: list them, read status, events and logs.
     Watch,
+    /// Make share links to one job (`POST /jobs/{id}/links`).
+    Share,
 }
 
 impl Scope {
@@ -175,6 +181,7 @@ impl Scope {
         match self {
             Scope::Start => "start",
             Scope::Watch => "watch",
+            Scope::Share => "share",
         }
     }
 }
@@ -216,6 +223,9 @@ pub struct Limits {
     /// Bytes of recent events kept in memory per job (default 1 MiB); at least
     /// `sse.max_event_bytes`.
     pub memory_window_bytes: usize,
+    /// The longest lifetime a share link may be given, in seconds (default
+    /// 604800, one week).
+    pub max_link_s: u64,
 }
 
 impl Default for Limits {
@@ -226,6 +236,7 @@ impl Default for Limits {
             max_retained_jobs: 1000,
             retention_s: 604_800,
             memory_window_bytes: 1 << 20,
+            max_link_s: 604_800,
         }
     }
 }
@@ -325,6 +336,7 @@ impl Config {
             cors: CorsSpec::default(),
             limits: Limits::default(),
             sse: SseSettings::default(),
+            link_key: None,
         }
     }
 
@@ -435,13 +447,25 @@ impl Config {
             if token.scopes.is_empty() {
                 return Err(ConfigError::new(
                     format!("{path}.scopes"),
-                    "must name at least one of \"start\", \"watch\"",
+                    "must name at least one of \"start\", \"watch\", \"share\"",
                 ));
             }
             if self.tokens[..i].iter().any(|t| t.token == token.token) {
                 return Err(ConfigError::new(
                     format!("{path}.token"),
                     "is the same as an earlier token; give each token one entry with all its scopes",
+                ));
+            }
+        }
+        if let Some(key) = &self.link_key {
+            if key.len() < crate::link::MIN_KEY_BYTES {
+                return Err(ConfigError::new(
+                    "link_key",
+                    format!(
+                        "is {} bytes; use a random secret of at least {} (e.g. `head -c 32 /dev/urandom | base64`)",
+                        key.len(),
+                        crate::link::MIN_KEY_BYTES
+                    ),
                 ));
             }
         }
@@ -668,6 +692,7 @@ impl Limits {
             }
         }
         positive_secs("limits.retention_s", Some(self.retention_s))?;
+        positive_secs("limits.max_link_s", Some(self.max_link_s))?;
         if self.memory_window_bytes < sse.max_event_bytes {
             return Err(ConfigError::new(
                 "limits.memory_window_bytes",
@@ -979,6 +1004,7 @@ struct RawConfig {
     limits: Obj<RawLimits>,
     #[serde(default)]
     sse: Obj<RawSse>,
+    link_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1019,6 +1045,7 @@ struct RawToken {
 enum RawScope {
     Start,
     Watch,
+    Share,
 }
 
 #[derive(Deserialize, Default)]
@@ -1036,6 +1063,7 @@ struct RawLimits {
     max_retained_jobs: usize,
     retention_s: u64,
     memory_window_bytes: usize,
+    max_link_s: u64,
 }
 
 impl Default for RawLimits {
@@ -1047,6 +1075,7 @@ impl Default for RawLimits {
             max_retained_jobs: d.max_retained_jobs,
             retention_s: d.retention_s,
             memory_window_bytes: d.memory_window_bytes,
+            max_link_s: d.max_link_s,
         }
     }
 }
@@ -1106,6 +1135,7 @@ impl RawConfig {
                     .map(|s| match s {
                         RawScope::Start => Scope::Start,
                         RawScope::Watch => Scope::Watch,
+                        RawScope::Share => Scope::Share,
                     })
                     .collect(),
             })
@@ -1127,6 +1157,7 @@ impl RawConfig {
                 max_retained_jobs: l.max_retained_jobs,
                 retention_s: l.retention_s,
                 memory_window_bytes: l.memory_window_bytes,
+                max_link_s: l.max_link_s,
             },
             sse: SseSettings {
                 retry_ms: s.retry_ms,
@@ -1135,6 +1166,7 @@ impl RawConfig {
                 max_event_bytes: s.max_event_bytes,
                 heartbeat_event: s.heartbeat_event,
             },
+            link_key: self.link_key,
         })
     }
 }

@@ -78,6 +78,7 @@ pub mod http;
 pub mod id;
 pub mod job;
 pub mod json;
+pub mod link;
 pub mod log;
 pub mod registry;
 pub mod sse;

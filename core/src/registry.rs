@@ -22,6 +22,7 @@ use crate::event::EndReason;
 use crate::http::{self, ApiError, Request, Response, ResponseHead, Route};
 use crate::id::JobId;
 use crate::job::{Job, JobSettings, ALL_STATES};
+use crate::link::{self, LinkError, LinkKey};
 use crate::log::Persistence;
 use crate::subscriber::{Refusal, StreamSettings, SubscribeParams, Subscriber};
 use serde::Serialize;
@@ -132,6 +133,24 @@ pub enum LogNext {
     End,
 }
 
+/// The answer to `POST /jobs/{id}/links`.
+#[derive(Serialize)]
+struct LinkDoc {
+    /// The signature, for `?sig=` on the job's status, events and log.
+    sig: String,
+    /// The viewer's page for the job, with the signature (relative: the server
+    /// cannot know the origin its users reach it by, behind a proxy).
+    url: String,
+    /// When the link stops working (RFC 3339, UTC).
+    expires_at: String,
+}
+
+/// Whole seconds since the Unix epoch (0 before it).
+fn unix_s(wall: SystemTime) -> u64 {
+    wall.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Counters for `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Metrics {
@@ -161,6 +180,7 @@ pub struct Registry {
     subscribers: usize,
     metrics: Metrics,
     expired: Vec<JobId>,
+    link_key: Option<LinkKey>,
 }
 
 /// Why a registry could not be built from a config.
@@ -181,20 +201,27 @@ impl Registry {
     /// # Errors
     /// [`SetupError`] when tokens or CORS origins are unusable.
     pub fn new(config: Config) -> Result<Registry, SetupError> {
-        let tokens: Vec<(String, bool, bool)> = config
+        let tokens: Vec<(String, http::Grant)> = config
             .tokens
             .iter()
             .map(|t| {
-                (
-                    t.token.clone(),
-                    t.allows(crate::config::Scope::Start),
-                    t.allows(crate::config::Scope::Watch),
-                )
+                let grant = http::Grant {
+                    start: t.allows(crate::config::Scope::Start),
+                    watch: t.allows(crate::config::Scope::Watch),
+                    share: t.allows(crate::config::Scope::Share),
+                };
+                (t.token.clone(), grant)
             })
             .collect();
         let auth = http::Auth::new(&tokens).map_err(|e| SetupError(format!("tokens: {e}")))?;
         let cors = http::Cors::new(config.cors.allow_origins.clone())
             .map_err(|e| SetupError(format!("cors: {e}")))?;
+        let link_key = match &config.link_key {
+            Some(k) => {
+                Some(LinkKey::new(k.as_bytes()).map_err(|e| SetupError(format!("link_key: {e}")))?)
+            }
+            None => None,
+        };
         let stream = StreamSettings {
             retry_ms: config.sse.retry_ms,
             heartbeat: config.sse.heartbeat(),
@@ -211,7 +238,15 @@ impl Registry {
             subscribers: 0,
             metrics: Metrics::default(),
             expired: Vec::new(),
+            link_key,
         })
+    }
+
+    /// Sets the key that signs share links when the config names none (the
+    /// runtime's key file, or a per-process key in memory mode). A key from the
+    /// config's `link_key` is kept: the cluster's shared key wins.
+    pub fn set_link_key(&mut self, key: LinkKey) {
+        self.link_key.get_or_insert(key);
     }
 
     // ---- getters ----
@@ -399,6 +434,9 @@ impl Registry {
         inputs: Inputs,
     ) -> Result<Reply, ApiError> {
         let query = &admitted.query;
+        if let Some(sig) = &admitted.link {
+            self.check_link(admitted.route, sig, inputs.wall)?;
+        }
         match admitted.route {
             Route::Index => Ok(Reply::Full(Response::html(VIEWER_HTML))),
             Route::Healthz => Ok(Reply::Full(Response::text(
@@ -510,8 +548,65 @@ impl Registry {
                     memory_log_text(job),
                 )))
             }
+            Route::CreateLink(id) => self.create_link(id, req, body, inputs.wall),
             Route::Preflight => Ok(Reply::Full(Response::no_content())),
         }
+    }
+
+    /// A share link's signature, presented instead of a token on `route`: valid for
+    /// that job and not expired, or 403 saying why.
+    fn check_link(&self, route: Route, sig: &str, wall: SystemTime) -> Result<(), ApiError> {
+        let (Route::JobStatus(id) | Route::JobEvents(id) | Route::JobLog(id)) = route else {
+            // invariant: `http::admit` offers a link only on these routes.
+            return Err(ApiError::Internal);
+        };
+        let key = self.link_key.as_ref().ok_or_else(|| {
+            ApiError::Forbidden("this server has no link key: share links are off".into())
+        })?;
+        link::verify(key, id, sig, unix_s(wall))
+            .map(|_| ())
+            .map_err(|e| {
+                ApiError::Forbidden(match e {
+                    LinkError::Expired => "the share link has expired: ask for a new one".into(),
+                    other => format!("{other}: check that the link was copied whole"),
+                })
+            })
+    }
+
+    /// `POST /jobs/{id}/links`: a signed, expiring, read-only link to one job.
+    fn create_link(
+        &self,
+        id: JobId,
+        req: &Request<'_>,
+        body: &[u8],
+        wall: SystemTime,
+    ) -> Result<Reply, ApiError> {
+        self.get(id)?;
+        let request = http::parse_link_request(req, body)?;
+        let max = self.config.limits.max_link_s;
+        if !(1..=max).contains(&request.expires_in_s) {
+            return Err(ApiError::BadRequest(format!(
+                "expires_in_s must be from 1 to {max} (limits.max_link_s), not {}",
+                request.expires_in_s
+            )));
+        }
+        let key = self
+            .link_key
+            .as_ref()
+            .ok_or_else(|| ApiError::Unavailable {
+                message: "this server has no link key yet".into(),
+                retry_after: RETRY_AFTER_S,
+            })?;
+        let expires = unix_s(wall).saturating_add(request.expires_in_s);
+        let sig = link::sign(key, id, expires);
+        let doc = LinkDoc {
+            url: format!("/?sig={sig}#/jobs/{id}"),
+            expires_at: crate::event::rfc3339(
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(expires),
+            ),
+            sig,
+        };
+        Ok(Reply::Full(Response::json(201, &doc)))
     }
 
     fn get(&self, id: JobId) -> Result<&Job, ApiError> {

@@ -8,6 +8,7 @@
 //!   `std::process::Command` every job is spawned from;
 //! - [`driver`]: the shared state and carrying out a job's actions (files, signals);
 //! - [`startup`]: reading the config file, opening the archive, restoring jobs;
+//! - [`link_key`]: the share-link key's file in the data dir;
 //! - [`demo`]: the process the built-in demo commands run.
 //!
 //! Nothing here decides anything: which bytes go in a file, when a job is stopped or
@@ -22,6 +23,7 @@ pub mod archive;
 pub mod demo;
 pub mod driver;
 pub mod head;
+pub mod link_key;
 pub mod os;
 pub mod restore;
 pub mod startup;

@@ -4,11 +4,13 @@
 
 use crate::archive::ArchiveDir;
 use crate::driver::Shared;
+use crate::link_key;
 use crate::os;
 use crate::restore;
 use anyhow::{anyhow, Context as _};
 use spout_core::cli::ServeOptions;
 use spout_core::config::Config;
+use spout_core::link::LinkKey;
 use spout_core::registry::Registry;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -82,7 +84,22 @@ fn prepare(
     let mode = archive.as_ref().map_or("memory only".to_string(), |a| {
         format!("archive {}", a.root().display())
     });
-    let shared = Shared::new(Registry::new(config)?, archive);
+    let configured_key = config.link_key.is_some();
+    let mut registry = Registry::new(config)?;
+    // The config's `link_key` (a cluster's shared key) wins; otherwise the data
+    // dir's key file, or a key for this process only in memory mode.
+    if !configured_key {
+        let key = match &archive {
+            Some(a) => {
+                link_key::load_or_create(a.root()).context("cannot use the share-link key")?
+            }
+            None => {
+                link_key::random_key().context("the OS gives no randomness for the link key")?
+            }
+        };
+        registry.set_link_key(LinkKey::new(&key).context("the share-link key")?);
+    }
+    let shared = Shared::new(registry, archive);
     let restored =
         restore::restore(&shared, now, wall, random).context("cannot read the archive")?;
     let summary = format!(

@@ -306,7 +306,7 @@ async function runAgainst(label, bin, browser) {
 /** A server with a token: the page asks for it, then sends it as Bearer and ?token=. */
 async function tokenPhase(label, bin, browser) {
   const TOKEN = 'viewer-test-token-0123456789';
-  const config = { ...CONFIG, tokens: [{ token: TOKEN, scopes: ['start', 'watch'] }] };
+  const config = { ...CONFIG, tokens: [{ token: TOKEN, scopes: ['start', 'watch', 'share'] }] };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spout-viewer-'));
   let server, context;
   try {
@@ -329,8 +329,39 @@ async function tokenPhase(label, bin, browser) {
     await page.reload();
     check(`${label} with tokens: after a reload the stored token still works`, !!id && await ended(page, id) &&
       (await linesOf(page)).some((l) => l.text === 'hello world'));
-    // Leave no token behind for the next run in this browser profile.
+    // Leave no token behind for the next run in this browser profile (and the
+    // share link below must work without one).
     await page.evaluate(() => localStorage.removeItem('spout.token'));
+
+    // Share: a read-only link that works without a token, for this job only.
+    let link = null;
+    if (id) {
+      await page.click('#share');
+      if (await waitFor(page, () => !!document.getElementById('share').dataset.link)) {
+        link = await page.$eval('#share', (b) => b.dataset.link);
+      }
+    }
+    check(`${label} with tokens: Share makes a link to the viewer's job page`,
+      !!link && link.startsWith(server.addr + '/?sig=') && link.endsWith('#/jobs/' + id), link);
+    if (link) {
+      await page.goto(link);
+      const shared = await ended(page, id) && await page.evaluate(() => ({
+        lines: [...document.querySelectorAll('#lines > .ln')].map((e) => e.textContent),
+        side: getComputedStyle(document.getElementById('side')).display,
+        stop: getComputedStyle(document.getElementById('stop')).display,
+        share: getComputedStyle(document.getElementById('share')).display,
+        banner: document.getElementById('authbanner').hidden,
+        token: localStorage.getItem('spout.token'),
+      }));
+      check(`${label} with tokens: the share link shows the job without a token, read-only`,
+        !!shared && shared.lines.includes('hello world') && shared.side === 'none' && shared.stop === 'none' &&
+        shared.share === 'none' && shared.banner && shared.token === null, shared);
+      const tampered = link.replace(/sig=(\d+)\./, (m, exp) => `sig=${Number(exp) + 60}.`);
+      await page.goto(tampered);
+      check(`${label} with tokens: a tampered share link is refused with its reason`,
+        await waitFor(page, () => document.getElementById('pill').dataset.state === 'fail' &&
+          /403: .*not valid for this job/.test(document.getElementById('lines').textContent)));
+    }
   } catch (e) {
     check(`${label} with tokens: test ran to the end`, false, e.stack || String(e));
   } finally {

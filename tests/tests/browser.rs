@@ -2,40 +2,52 @@
 //! `tests/browser/viewer.test.mjs` (playwright-core driving Debian's Chromium)
 //! against both binaries, so `cargo test --workspace` covers the page too.
 //!
-//! It needs `/usr/bin/chromium`, `node`, and `npm ci` in `tests/browser`; `.ci/run`
-//! installs them. Elsewhere the test skips with a message saying so — but never in
-//! CI (`CI` set), where a missing browser is a failure.
+//! It needs `/usr/bin/chromium` and `node`/`npm` (`.ci/run` installs them). It never
+//! passes without running: a missing program fails it with the command that
+//! installs it. The npm package (`playwright-core`, pinned by package-lock.json) is
+//! installed here with `npm ci` when it is missing.
 
 use spout_tests::{binary_path, Runtime};
 use std::path::Path;
 use std::process::Command;
 
+const INSTALL: &str =
+    "install them with `apt-get install chromium nodejs npm` (or run `bash .ci/run`, which does)";
+
+fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 #[test]
 fn viewer_in_headless_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let browser_dir = root.join("tests/browser");
     let missing: Vec<&str> = [
         (!Path::new("/usr/bin/chromium").exists()).then_some("/usr/bin/chromium"),
-        Command::new("node")
-            .arg("--version")
-            .output()
-            .is_err()
-            .then_some("node"),
-        (!root
-            .join("tests/browser/node_modules/playwright-core")
-            .exists())
-        .then_some("`npm ci` in tests/browser"),
+        (!runs("node")).then_some("node"),
+        (!runs("npm")).then_some("npm"),
     ]
     .into_iter()
     .flatten()
     .collect();
-    if !missing.is_empty() {
-        let msg = format!(
-            "viewer browser test needs {} (.ci/run installs them)",
-            missing.join(", ")
+    assert!(
+        missing.is_empty(),
+        "the viewer's browser test needs {}: {INSTALL}",
+        missing.join(", ")
+    );
+    if !browser_dir.join("node_modules/playwright-core").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&browser_dir)
+            .status()
+            .expect("npm runs");
+        assert!(
+            status.success(),
+            "`npm ci` in tests/browser failed: the test needs the playwright-core package"
         );
-        assert!(std::env::var_os("CI").is_none(), "{msg}");
-        eprintln!("SKIP: {msg}");
-        return;
     }
     let status = Command::new("node")
         .arg("tests/browser/viewer.test.mjs")

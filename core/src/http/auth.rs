@@ -9,6 +9,9 @@
 //!    EventSource cannot send headers, while starting jobs always can.
 //! 4. No token: 401 `WWW-Authenticate: Bearer`. Unknown token: 401. Known token
 //!    without the scope: 403.
+//! 5. A share link (`?sig=`, see [`crate::link`]) stands in for a token only on
+//!    one job's status, events and log, and only when no token is presented; the
+//!    registry checks the signature (it holds the key and the time).
 
 use super::{ApiError, Query, Request, Route};
 use std::fmt;
@@ -20,6 +23,8 @@ pub enum Scope {
     Start,
     /// Read commands, jobs, their streams and logs, and metrics.
     Watch,
+    /// Make share links to a job (`POST /jobs/{id}/links`).
+    Share,
 }
 
 impl fmt::Display for Scope {
@@ -27,6 +32,7 @@ impl fmt::Display for Scope {
         f.write_str(match self {
             Scope::Start => "start",
             Scope::Watch => "watch",
+            Scope::Share => "share",
         })
     }
 }
@@ -39,6 +45,7 @@ pub fn required_scope(route: Route) -> Option<Scope> {
     match route {
         Route::Index | Route::Healthz | Route::Preflight => None,
         Route::CreateJob | Route::StopJob(_) => Some(Scope::Start),
+        Route::CreateLink(_) => Some(Scope::Share),
         Route::Commands
         | Route::ListJobs
         | Route::JobStatus(_)
@@ -75,11 +82,31 @@ impl fmt::Display for TokenError {
 
 impl std::error::Error for TokenError {}
 
+/// What one configured token may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// [`Scope::Start`].
+    pub start: bool,
+    /// [`Scope::Watch`].
+    pub watch: bool,
+    /// [`Scope::Share`].
+    pub share: bool,
+}
+
+impl Grant {
+    fn has(self, scope: Scope) -> bool {
+        match scope {
+            Scope::Start => self.start,
+            Scope::Watch => self.watch,
+            Scope::Share => self.share,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Token {
     secret: Vec<u8>,
-    start: bool,
-    watch: bool,
+    grant: Grant,
 }
 
 /// The configured tokens and the check every request passes.
@@ -107,15 +134,15 @@ fn is_b64token(t: &[u8]) -> bool {
 }
 
 impl Auth {
-    /// Builds the check from `(token, can_start, can_watch)` triples; an empty slice
-    /// turns authentication off.
+    /// Builds the check from `(token, what it may do)` pairs; an empty slice turns
+    /// authentication off.
     ///
     /// # Errors
     /// [`TokenError`] for an empty token, one with characters a Bearer token cannot
     /// carry, or a repeated one.
-    pub fn new(tokens: &[(String, bool, bool)]) -> Result<Auth, TokenError> {
+    pub fn new(tokens: &[(String, Grant)]) -> Result<Auth, TokenError> {
         let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
-        for (i, (secret, start, watch)) in tokens.iter().enumerate() {
+        for (i, (secret, grant)) in tokens.iter().enumerate() {
             if secret.is_empty() {
                 return Err(TokenError::Empty(i));
             }
@@ -127,8 +154,7 @@ impl Auth {
             }
             out.push(Token {
                 secret: secret.as_bytes().to_vec(),
-                start: *start,
-                watch: *watch,
+                grant: *grant,
             });
         }
         Ok(Auth { tokens: out })
@@ -175,18 +201,13 @@ impl Auth {
                 ))
             }
         };
-        let (mut known, mut start, mut watch) = (false, false, false);
+        let (mut known, mut has) = (false, false);
         for t in &self.tokens {
             let eq = ct_eq(presented, &t.secret);
             // `&`/`|` on bools do not short-circuit: every token costs the same.
             known |= eq;
-            start |= eq & t.start;
-            watch |= eq & t.watch;
+            has |= eq & t.grant.has(needed);
         }
-        let has = match needed {
-            Scope::Start => start,
-            Scope::Watch => watch,
-        };
         match (known, has) {
             (false, _) => Err(ApiError::InvalidToken),
             (true, false) => Err(ApiError::MissingScope(needed)),
@@ -236,11 +257,16 @@ mod tests {
     use crate::id::JobId;
 
     fn auth() -> Auth {
+        let g = |start, watch| Grant {
+            start,
+            watch,
+            share: false,
+        };
         Auth::new(&[
-            ("starter-token".into(), true, false),
-            ("watcher-token".into(), false, true),
-            ("both-token".into(), true, true),
-            ("none-token".into(), false, false),
+            ("starter-token".into(), g(true, false)),
+            ("watcher-token".into(), g(false, true)),
+            ("both-token".into(), g(true, true)),
+            ("none-token".into(), g(false, false)),
         ])
         .unwrap()
     }
@@ -366,7 +392,12 @@ mod tests {
 
     #[test]
     fn token_config_is_validated() {
-        let t = |s: &str| (s.to_string(), true, true);
+        let all = Grant {
+            start: true,
+            watch: true,
+            share: true,
+        };
+        let t = |s: &str| (s.to_string(), all);
         assert_eq!(Auth::new(&[t("")]).unwrap_err(), TokenError::Empty(0));
         assert_eq!(
             Auth::new(&[t("ok"), t("a b")]).unwrap_err(),

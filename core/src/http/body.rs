@@ -307,6 +307,42 @@ pub struct JobRequest {
 /// ignored); [`ApiError::BadRequest`] (400) with serde_json's description for bad JSON,
 /// unknown fields, or a wrong type.
 pub fn parse_job_request(req: &Request<'_>, body: &[u8]) -> Result<JobRequest, ApiError> {
+    parse_json_object(
+        req,
+        body,
+        "invalid job request",
+        r#"{"command": "<name>", "args": ["<arg>", ...]}"#,
+    )
+}
+
+/// The body of `POST /jobs/{id}/links`: how long the link lasts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// Seconds from now until the link stops working.
+    pub expires_in_s: u64,
+}
+
+/// Reads a `POST /jobs/{id}/links` body (same rules as [`parse_job_request`]).
+///
+/// # Errors
+/// As [`parse_job_request`].
+pub fn parse_link_request(req: &Request<'_>, body: &[u8]) -> Result<LinkRequest, ApiError> {
+    parse_json_object(
+        req,
+        body,
+        "invalid link request",
+        r#"{"expires_in_s": <seconds>}"#,
+    )
+}
+
+/// A JSON object body of type `T`; `what` and `shape` word the 400.
+fn parse_json_object<T: serde::de::DeserializeOwned>(
+    req: &Request<'_>,
+    body: &[u8],
+    what: &str,
+    shape: &str,
+) -> Result<T, ApiError> {
     let types: Vec<&[u8]> = req.headers_all("content-type").collect();
     let [ctype] = types[..] else {
         return Err(ApiError::UnsupportedMediaType);
@@ -314,13 +350,10 @@ pub fn parse_job_request(req: &Request<'_>, body: &[u8]) -> Result<JobRequest, A
     if !is_json_media_type(ctype) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let invalid = |why: &dyn std::fmt::Display| {
-        ApiError::BadRequest(format!(
-            "invalid job request: {why}; send {{\"command\": \"<name>\", \"args\": [\"<arg>\", ...]}}"
-        ))
-    };
+    let invalid =
+        |why: &dyn std::fmt::Display| ApiError::BadRequest(format!("{what}: {why}; send {shape}"));
     // serde's derived structs also accept a JSON array (`["build"]`); only an object
-    // is a job request.
+    // is a request.
     if body
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))

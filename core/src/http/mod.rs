@@ -31,9 +31,10 @@ mod cors;
 mod error;
 mod response;
 
-pub use auth::{required_scope, Auth, Scope, TokenError};
+pub use auth::{required_scope, Auth, Grant, Scope, TokenError};
 pub use body::{
-    body_framing, expects_continue, parse_job_request, BodyFraming, ChunkedDecoder, JobRequest,
+    body_framing, expects_continue, parse_job_request, parse_link_request, BodyFraming,
+    ChunkedDecoder, JobRequest, LinkRequest,
 };
 pub use cors::{BadOrigin, Cors, ALLOW_HEADERS, PREFLIGHT_MAX_AGE};
 pub use error::ApiError;
@@ -264,6 +265,8 @@ pub enum Route {
     JobLog(JobId),
     /// `DELETE /jobs/{id}`.
     StopJob(JobId),
+    /// `POST /jobs/{id}/links`: a share link to one job.
+    CreateLink(JobId),
     /// `GET /healthz`.
     Healthz,
     /// `GET /metrics`.
@@ -275,6 +278,7 @@ pub enum Route {
 const READ: &[&str] = &["GET", "HEAD", "OPTIONS"];
 const JOBS: &[&str] = &["GET", "HEAD", "POST", "OPTIONS"];
 const JOB: &[&str] = &["GET", "HEAD", "DELETE", "OPTIONS"];
+const LINKS: &[&str] = &["POST", "OPTIONS"];
 
 #[derive(Clone, Copy)]
 enum Resource {
@@ -284,6 +288,7 @@ enum Resource {
     Job(JobId),
     Events(JobId),
     Log(JobId),
+    Links(JobId),
     Healthz,
     Metrics,
 }
@@ -297,13 +302,13 @@ fn resource(path: &str) -> Result<Resource, ApiError> {
         "/metrics" => Resource::Metrics,
         _ => {
             let no_path = || {
-                ApiError::NotFound("no such path: the API is /, /commands, /jobs, /jobs/{id}, /jobs/{id}/events, /jobs/{id}/log, /healthz, /metrics".into())
+                ApiError::NotFound("no such path: the API is /, /commands, /jobs, /jobs/{id}, /jobs/{id}/events, /jobs/{id}/log, /jobs/{id}/links, /healthz, /metrics".into())
             };
             let rest = path.strip_prefix("/jobs/").ok_or_else(no_path)?;
             let (id, tail) = rest
                 .split_once('/')
                 .map_or((rest, None), |(id, t)| (id, Some(t)));
-            if !matches!(tail, None | Some("events" | "log")) {
+            if !matches!(tail, None | Some("events" | "log" | "links")) {
                 return Err(no_path());
             }
             let id = JobId::parse(id).ok_or_else(|| {
@@ -312,6 +317,7 @@ fn resource(path: &str) -> Result<Resource, ApiError> {
             match tail {
                 None => Resource::Job(id),
                 Some("events") => Resource::Events(id),
+                Some("links") => Resource::Links(id),
                 _ => Resource::Log(id),
             }
         }
@@ -326,6 +332,7 @@ pub fn allowed_methods(path: &str) -> Result<&'static [&'static str], ApiError> 
     Ok(match resource(path)? {
         Resource::Jobs => JOBS,
         Resource::Job(_) => JOB,
+        Resource::Links(_) => LINKS,
         _ => READ,
     })
 }
@@ -349,6 +356,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         (Resource::Job(id), _) if get => Route::JobStatus(id),
         (Resource::Events(id), _) if get => Route::JobEvents(id),
         (Resource::Log(id), _) if get => Route::JobLog(id),
+        (Resource::Links(id), "POST") => Route::CreateLink(id),
         (Resource::Healthz, _) if get => Route::Healthz,
         (Resource::Metrics, _) if get => Route::Metrics,
         _ => return Err(ApiError::MethodNotAllowed(allowed_methods(path)?)),
@@ -386,6 +394,23 @@ pub struct Admitted {
     pub head_only: bool,
     /// Add these to the answer ([`Cors::cors_headers`]).
     pub cors_headers: Vec<(&'static str, String)>,
+    /// A share link's signature that stands in for the token: the registry checks
+    /// it against the job (it holds the key and the time) before answering.
+    pub link: Option<String>,
+}
+
+/// The `sig` a request presents instead of a token, if it may: only on one job's
+/// status, events and log, and only without a token (header or `?token=`).
+fn link_sig(route: Route, req: &Request<'_>, query: &Query) -> Option<String> {
+    let opens = matches!(
+        route,
+        Route::JobStatus(_) | Route::JobEvents(_) | Route::JobLog(_)
+    );
+    let token = req.header("authorization").is_some() || query.get("token").is_some();
+    query
+        .get("sig")
+        .filter(|_| opens && !token)
+        .map(str::to_owned)
 }
 
 /// What to do with a request head.
@@ -429,7 +454,8 @@ pub fn admit(req: &Request<'_>, auth: &Auth, cors: &Cors, max_body: usize) -> Ad
         }
         let expect_continue = expects_continue(req)? && framing != BodyFraming::None;
         cors.check_origin(req)?;
-        if let Some(scope) = required_scope(route) {
+        let link = link_sig(route, req, &query);
+        if let (Some(scope), None) = (required_scope(route), &link) {
             auth.authorize(req, &query, scope)?;
         }
         Ok(Ok(Admitted {
@@ -439,6 +465,7 @@ pub fn admit(req: &Request<'_>, auth: &Auth, cors: &Cors, max_body: usize) -> Ad
             expect_continue,
             head_only: req.is_head(),
             cors_headers: cors.cors_headers(req),
+            link,
         }))
     })();
     match checked {
@@ -494,7 +521,11 @@ pub fn fuzz_request(data: &[u8]) {
         headers: &headers,
     };
     // invariant: the token and origin are valid constants.
-    let auth = Auth::new(&[("fuzz-token".into(), false, true)]).expect("valid token");
+    let watch = Grant {
+        watch: true,
+        ..Grant::default()
+    };
+    let auth = Auth::new(&[("fuzz-token".into(), watch)]).expect("valid token");
     let cors = Cors::new(vec!["https://ops.example.com".into()]).expect("valid origin");
 
     let check_error = |e: &ApiError| {

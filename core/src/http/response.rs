@@ -10,8 +10,8 @@ use serde::Serialize;
 /// test (`core/tests/http_transcripts.rs`) fails with the new hashes when the page
 /// changes.
 pub const VIEWER_CSP: &str = "default-src 'none'; \
-script-src 'sha256-thOIsDkIO+Yyz/kya+Abt9lTyb1/JpxjEu5RRQAKPtI='; \
-style-src 'sha256-12Kf/PAmcmLd792pA8wrYDkOTHwjJL+1x6h+p4CMGxI='; \
+script-src 'sha256-E38UKvIg1EekBQJ0w9yYd0JFeeauLL6zKw73T8CIz0A='; \
+style-src 'sha256-Evcy/CIlsUviJP/4jMp7gm/ogclNzksHSVMIislM/4U='; \
 connect-src 'self'; img-src 'self' data:; \
 base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 

@@ -309,7 +309,12 @@ fn error_table() {
 }
 
 fn admit_with(method: &str, target: &str, headers: Fields<'_>) -> Admission {
-    let auth = Auth::new(&[("s".into(), true, true), ("w".into(), false, true)]).unwrap();
+    let grant = |start| Grant {
+        start,
+        watch: true,
+        share: false,
+    };
+    let auth = Auth::new(&[("s".into(), grant(true)), ("w".into(), grant(false))]).unwrap();
     let cors = Cors::new(vec!["https://ops.example.com".into()]).unwrap();
     admit(
         &Request {
