@@ -715,7 +715,8 @@ impl<C: JobCell> Registry<C> {
             let Some(cell) = jobs.get(id) else {
                 return false;
             };
-            let (is_final, created_ms) = cell.with(|job| (job.state().is_final(), job.created_ms()));
+            let (is_final, created_ms) =
+                cell.with(|job| (job.state().is_final(), job.created_ms()));
             if !is_final || self.watchers.contains_key(id) {
                 return true;
             }

@@ -269,3 +269,41 @@ fn head_on_streams_opens_nothing() {
     }
     assert_eq!(reg.subscribers(), 0);
 }
+
+/// Retention keeps a finished job while a stream watches it (the watcher counted
+/// through its cell), and drops it once the stream unsubscribes.
+#[test]
+fn a_watched_job_outlives_retention_until_unsubscribed() {
+    let cfg = r#"{"commands": {"build": {"argv": ["make"]}}, "limits": {"max_retained_jobs": 1}}"#;
+    let mut reg: Registry = Registry::new(config::parse(cfg).unwrap()).unwrap();
+    let now = t0();
+    let watched = finished_job(&mut reg, now);
+    let target = format!("/jobs/{watched}/events");
+    let (_, reply) = exchange(&mut reg, "GET", &target, &[], b"", inputs(now, 1));
+    assert!(matches!(reply, Some(Reply::Stream { .. })));
+    let other = finished_job_n(&mut reg, now, 8);
+    assert_eq!(reg.poll_expired(), None, "the watched job is kept");
+    assert!(reg.cell(watched).is_some() && reg.cell(other).is_some());
+    reg.unsubscribe(watched, false, now);
+    assert_eq!(reg.subscribers(), 0);
+    reg.job_finished(UNIX_EPOCH + Duration::from_secs(1_795_341_600));
+    assert_eq!(reg.poll_expired(), Some(watched), "unwatched: dropped");
+    assert_eq!(reg.poll_expired(), None);
+}
+
+/// What streams count in the shared atomics, without the registry, is what
+/// `/metrics` reports.
+#[test]
+fn metrics_report_what_streams_counted() {
+    let mut reg: Registry = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
+    let now = t0();
+    let sent = reg.sent();
+    sent.add(3, 120);
+    sent.add(0, 30);
+    assert_eq!(reg.metrics().events_sent, 3);
+    assert_eq!(reg.metrics().bytes_sent, 150);
+    let (bytes, _) = exchange(&mut reg, "GET", "/metrics", &[], b"", inputs(now, 1));
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains("\nspout_events_sent_total 3\n"), "{text}");
+    assert!(text.contains("\nspout_bytes_sent_total 150\n"), "{text}");
+}

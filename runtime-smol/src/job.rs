@@ -69,8 +69,7 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
     let mut readers: Vec<Task<()>> = Vec::new();
     let mut _waiter: Option<Task<()>> = None;
     let now = clock::now();
-    let (mut io, mut outcome) = match process::spawn(&plan.argv, plan.cwd.as_deref(), &plan.env)
-    {
+    let (mut io, mut outcome) = match process::spawn(&plan.argv, plan.cwd.as_deref(), &plan.env) {
         Ok(spawned) => {
             let (stdout, stderr, waiter) = spawned.into_parts();
             let pid = waiter.pid();
@@ -89,7 +88,9 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
             log(&format!("job {id}: could not start {:?}: {e}", plan.argv));
             let (error, wall) = (e.to_string(), clock::wall());
             step(io, &shared, move |io, shared| {
-                io.with_job(shared, now, |job| job.handle_spawn_failed(&error, now, wall))
+                io.with_job(shared, now, |job| {
+                    job.handle_spawn_failed(&error, now, wall)
+                })
             })
             .await
         }
