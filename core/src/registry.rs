@@ -3,6 +3,15 @@
 //! and call [`Registry::handle`] for every request; they never decide a status or a
 //! header themselves.
 //!
+//! Each job lives in a [`JobCell`] of the runtime's choosing (a `Mutex` there; the
+//! core holds no lock), shared through an `Arc`: a job's driver and its streams get
+//! the handle once ([`Registry::cell`]) and then touch only that job, so output
+//! flowing through one job never waits for the registry or for another job.
+//!
+//! Lock order: the registry, then a job; never the reverse. The registry's methods
+//! enter job cells while the runtime holds the registry; a runtime that holds a job's
+//! cell calls no registry method until it has let the job go.
+//!
 //! Rules:
 //! 1. A request is routed, checked against CORS and tokens, then answered. Errors
 //!    are JSON with the right status ([`ApiError`]).
@@ -26,8 +35,11 @@ use crate::link::{self, LinkError, LinkKey};
 use crate::log::Persistence;
 use crate::subscriber::{Refusal, StreamSettings, SubscribeParams, Subscriber};
 use serde::Serialize;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 /// The built-in viewer page, embedded in both binaries.
@@ -85,8 +97,8 @@ pub enum Reply {
         subscriber: Subscriber,
     },
     /// The raw output log of an archived job: write `head`, then the bytes of its
-    /// `output.log` (chunked) up to [`Registry::raw_log_len`]; with `follow`, keep
-    /// going until the job is complete.
+    /// `output.log` (chunked) up to [`raw_log_len`]; with `follow`, keep going until
+    /// the job is complete ([`raw_log_next`]).
     RawLog {
         /// The `200` chunked text head.
         head: ResponseHead,
@@ -118,7 +130,7 @@ impl Reply {
     }
 }
 
-/// What a raw-log response does next ([`Registry::raw_log_next`]).
+/// What a raw-log response does next ([`raw_log_next`]).
 #[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogNext {
@@ -166,19 +178,78 @@ pub struct Metrics {
     pub jobs_started: u64,
 }
 
-/// The server's state. See the module docs for its rules.
+/// Where the registry keeps one job: a cell the runtime provides, entered for the
+/// length of one core call. A runtime puts the job behind its own lock (and may keep
+/// a notifier beside it); [`RefCell`] serves single-threaded tests and simulators.
+///
+/// Entering a cell must not enter the registry (see the lock order in the module
+/// docs), and `f` never re-enters the same cell.
+pub trait JobCell {
+    /// A cell holding `job`.
+    fn new(job: Job) -> Self;
+
+    /// Runs `f` on the job, exclusively.
+    fn with<R>(&self, f: impl FnOnce(&mut Job) -> R) -> R;
+}
+
+impl JobCell for RefCell<Job> {
+    fn new(job: Job) -> Self {
+        RefCell::new(job)
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Job) -> R) -> R {
+        // invariant: the registry enters a cell only for one core call, never nested.
+        f(&mut self.borrow_mut())
+    }
+}
+
+/// What streams wrote, counted without the registry: every stream adds to these
+/// per write, and `/metrics` reads them. Shared by `Arc` ([`Registry::sent`]).
+#[derive(Debug, Default)]
+pub struct SentCounters {
+    events: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl SentCounters {
+    /// Counts `events` events and `bytes` bytes written to a subscriber.
+    pub fn add(&self, events: u64, bytes: u64) {
+        if events > 0 {
+            self.events.fetch_add(events, Ordering::Relaxed);
+        }
+        if bytes > 0 {
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Events and bytes counted so far.
+    #[must_use]
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.events.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The server's state. See the module docs for its rules and lock order.
+///
+/// `C` is where each job is kept ([`JobCell`]); the default suits tests.
 #[derive(Debug)]
-pub struct Registry {
+pub struct Registry<C: JobCell = RefCell<Job>> {
     config: Config,
     auth: http::Auth,
     cors: http::Cors,
     stream: StreamSettings,
-    jobs: HashMap<JobId, Job>,
+    jobs: HashMap<JobId, Arc<C>>,
     /// Creation order, oldest first.
     order: Vec<JobId>,
     watchers: HashMap<JobId, usize>,
     subscribers: usize,
+    /// Counters kept under the registry (`events_sent`/`bytes_sent` unused: those
+    /// are in `sent`).
     metrics: Metrics,
+    sent: Arc<SentCounters>,
     expired: Vec<JobId>,
     link_key: Option<LinkKey>,
 }
@@ -195,12 +266,12 @@ impl std::fmt::Display for SetupError {
 
 impl std::error::Error for SetupError {}
 
-impl Registry {
+impl<C: JobCell> Registry<C> {
     /// A registry serving `config` (already validated).
     ///
     /// # Errors
     /// [`SetupError`] when tokens or CORS origins are unusable.
-    pub fn new(config: Config) -> Result<Registry, SetupError> {
+    pub fn new(config: Config) -> Result<Registry<C>, SetupError> {
         let tokens: Vec<(String, http::Grant)> = config
             .tokens
             .iter()
@@ -237,6 +308,7 @@ impl Registry {
             watchers: HashMap::new(),
             subscribers: 0,
             metrics: Metrics::default(),
+            sent: Arc::new(SentCounters::default()),
             expired: Vec::new(),
             link_key,
         })
@@ -257,15 +329,16 @@ impl Registry {
         &self.config
     }
 
-    /// A job by id.
+    /// A job's cell by id: a driver or a stream takes it once and then enters only
+    /// that job, without the registry.
     #[must_use]
-    pub fn job(&self, id: JobId) -> Option<&Job> {
-        self.jobs.get(&id)
+    pub fn cell(&self, id: JobId) -> Option<Arc<C>> {
+        self.jobs.get(&id).cloned()
     }
 
-    /// A job by id, to report process events to it.
-    pub fn job_mut(&mut self, id: JobId) -> Option<&mut Job> {
-        self.jobs.get_mut(&id)
+    /// Runs `f` on job `id` (entering its cell), if the registry holds it.
+    pub fn with_job<R>(&self, id: JobId, f: impl FnOnce(&mut Job) -> R) -> Option<R> {
+        self.jobs.get(&id).map(|cell| cell.with(f))
     }
 
     /// Every job id, oldest first.
@@ -283,16 +356,18 @@ impl Registry {
     /// The counters.
     #[must_use]
     pub fn metrics(&self) -> Metrics {
-        self.metrics
+        let (events_sent, bytes_sent) = self.sent.get();
+        Metrics {
+            events_sent,
+            bytes_sent,
+            ..self.metrics
+        }
     }
 
-    /// Bytes of a job's raw output log (both streams, as taken), and whether the job
-    /// is complete (no more will come).
+    /// The counters streams add to as they write, without the registry.
     #[must_use]
-    pub fn raw_log_len(&self, id: JobId) -> Option<(u64, bool)> {
-        let job = self.jobs.get(&id)?;
-        let (o, e) = job.log().byte_counts();
-        Some((o + e, job.log().is_complete()))
+    pub fn sent(&self) -> Arc<SentCounters> {
+        self.sent.clone()
     }
 
     /// The settings a job of `command` runs with.
@@ -323,23 +398,6 @@ impl Registry {
         }
     }
 
-    /// What a raw-log response at byte `offset` does next; `limit` is the log's
-    /// length when a non-follow request came (it ends there), `None` with `?follow=1`
-    /// (it ends when the job is complete and every byte is sent).
-    pub fn raw_log_next(&self, id: JobId, offset: u64, limit: Option<u64>) -> LogNext {
-        let Some((len, complete)) = self.raw_log_len(id) else {
-            return LogNext::End;
-        };
-        let upto = limit.map_or(len, |l| l.min(len));
-        if offset < upto {
-            LogNext::Read { upto }
-        } else if limit.is_some() || complete {
-            LogNext::End
-        } else {
-            LogNext::Wait
-        }
-    }
-
     /// Jobs not yet over.
     #[must_use]
     pub fn running_jobs(&self) -> usize {
@@ -347,7 +405,10 @@ impl Registry {
     }
 
     fn running(&self) -> usize {
-        self.jobs.values().filter(|j| !j.state().is_final()).count()
+        self.jobs
+            .values()
+            .filter(|c| !c.with(|j| j.state().is_final()))
+            .count()
     }
 
     // ---- requests ----
@@ -455,15 +516,16 @@ impl Registry {
                     .order
                     .iter()
                     .rev()
-                    .filter_map(|id| self.jobs.get(id))
-                    .map(Job::status)
+                    .filter_map(|id| self.with_job(*id, |j| j.status()))
                     .collect();
                 Ok(Reply::Full(Response::json(200, &list)))
             }
             Route::CreateJob => self.create_job(req, body, inputs),
-            Route::JobStatus(id) => Ok(Reply::Full(Response::json(200, &self.get(id)?.status()))),
-            Route::StopJob(id) => {
-                let job = self.jobs.get_mut(&id).ok_or_else(no_such_job)?;
+            Route::JobStatus(id) => Ok(Reply::Full(Response::json(
+                200,
+                &self.get(id)?.with(|j| j.status()),
+            ))),
+            Route::StopJob(id) => self.get(id)?.with(|job| {
                 if job.state().is_final() {
                     return Err(ApiError::Conflict(format!(
                         "job {id} has already ended ({})",
@@ -475,9 +537,9 @@ impl Registry {
                     response: Response::json(202, &job.status()),
                     job: id,
                 })
-            }
+            }),
             Route::JobEvents(id) => {
-                let job = self.jobs.get(&id).ok_or_else(no_such_job)?;
+                let cell = self.get(id)?;
                 if self.subscribers >= self.config.limits.max_subscribers {
                     return Err(ApiError::Unavailable {
                         message: format!(
@@ -507,17 +569,24 @@ impl Registry {
                     inputs.random[2],
                     inputs.random[3],
                 ]);
-                match Subscriber::open(job.log(), &params, &self.stream, jitter, inputs.now) {
+                let watchers = self.watchers.get(&id).copied().unwrap_or(0) + 1;
+                let head_only_request = admitted.head_only;
+                let stream = &self.stream;
+                // One visit to the job: open the cursor and, for a real stream,
+                // count the new watcher before anything else can see the job.
+                let opened = cell.with(|job| {
+                    let opened = Subscriber::open(job.log(), &params, stream, jitter, inputs.now);
+                    if opened.is_ok() && !head_only_request {
+                        job.handle_watchers(watchers, inputs.now);
+                    }
+                    opened
+                });
+                match opened {
                     // HEAD gets the answer GET would, with no stream and no subscriber.
-                    Ok(_) if admitted.head_only => Ok(Reply::Full(head_only(http::sse_head()))),
+                    Ok(_) if head_only_request => Ok(Reply::Full(head_only(http::sse_head()))),
                     Ok(subscriber) => {
                         self.subscribers += 1;
-                        let n = self.watchers.entry(id).or_insert(0);
-                        *n += 1;
-                        let n = *n;
-                        if let Some(job) = self.jobs.get_mut(&id) {
-                            job.handle_watchers(n, inputs.now);
-                        }
+                        self.watchers.insert(id, watchers);
                         Ok(Reply::Stream {
                             head: http::sse_head(),
                             job: id,
@@ -529,9 +598,16 @@ impl Registry {
                 }
             }
             Route::JobLog(id) => {
-                let job = self.get(id)?;
+                let cell = self.get(id)?;
                 let follow = query.flag("follow")?;
-                if job.log().persistence() == Persistence::Archive {
+                let (archived, memory_text) = cell.with(|job| {
+                    if job.log().persistence() == Persistence::Archive {
+                        (true, String::new())
+                    } else {
+                        (false, memory_log_text(job))
+                    }
+                });
+                if archived {
                     if admitted.head_only {
                         return Ok(Reply::Full(head_only(http::chunked_text_head())));
                     }
@@ -545,7 +621,7 @@ impl Registry {
                 Ok(Reply::Full(Response::text(
                     200,
                     "text/plain; charset=utf-8",
-                    memory_log_text(job),
+                    memory_text,
                 )))
             }
             Route::CreateLink(id) => self.create_link(id, req, body, inputs.wall),
@@ -609,8 +685,8 @@ impl Registry {
         Ok(Reply::Full(Response::json(201, &doc)))
     }
 
-    fn get(&self, id: JobId) -> Result<&Job, ApiError> {
-        self.jobs.get(&id).ok_or_else(no_such_job)
+    fn get(&self, id: JobId) -> Result<Arc<C>, ApiError> {
+        self.cell(id).ok_or_else(no_such_job)
     }
 
     fn create_job(
@@ -666,12 +742,12 @@ impl Registry {
         // Keep creation order whatever order the directory listed them in.
         let jobs = &self.jobs;
         self.order
-            .sort_by_key(|id| jobs.get(id).map_or(0, Job::created_ms));
+            .sort_by_cached_key(|id| jobs.get(id).map_or(0, |c| c.with(|j| j.created_ms())));
     }
 
     fn insert(&mut self, job: Job, inputs: Inputs) {
         let id = job.id();
-        self.jobs.insert(id, job);
+        self.jobs.insert(id, Arc::new(C::new(job)));
         self.order.push(id);
         self.prune(inputs.wall);
     }
@@ -688,16 +764,8 @@ impl Registry {
             if n == 0 {
                 self.watchers.remove(&id);
             }
-            if let Some(job) = self.jobs.get_mut(&id) {
-                job.handle_watchers(n, now);
-            }
+            self.with_job(id, |job| job.handle_watchers(n, now));
         }
-    }
-
-    /// Counts what a stream wrote.
-    pub fn record_sent(&mut self, events: u64, bytes: u64) {
-        self.metrics.events_sent += events;
-        self.metrics.bytes_sent += bytes;
     }
 
     /// A job finished (its driver saw [`crate::job::Action::Finished`]): apply retention.
@@ -709,9 +777,15 @@ impl Registry {
     /// (`reason: "server_shutdown"`). Returns the ids whose drivers must be woken.
     pub fn shutdown(&mut self, now: Instant) -> Vec<JobId> {
         let mut woken = Vec::new();
-        for (id, job) in &mut self.jobs {
-            if !job.state().is_final() {
-                job.handle_stop(EndReason::ServerShutdown, now);
+        for (id, cell) in &self.jobs {
+            let stopped = cell.with(|job| {
+                let running = !job.state().is_final();
+                if running {
+                    job.handle_stop(EndReason::ServerShutdown, now);
+                }
+                running
+            });
+            if stopped {
                 woken.push(*id);
             }
         }
@@ -733,13 +807,15 @@ impl Registry {
         let jobs = &mut self.jobs;
         let expired = &mut self.expired;
         self.order.retain(|id| {
-            let Some(job) = jobs.get(id) else {
+            let Some(cell) = jobs.get(id) else {
                 return false;
             };
-            if !job.state().is_final() || self.watchers.contains_key(id) {
+            let (is_final, created_ms) =
+                cell.with(|job| (job.state().is_final(), job.created_ms()));
+            if !is_final || self.watchers.contains_key(id) {
                 return true;
             }
-            let old = now_ms.saturating_sub(job.created_ms()) > max_age_ms;
+            let old = now_ms.saturating_sub(created_ms) > max_age_ms;
             if old || excess > 0 {
                 excess = excess.saturating_sub(1);
                 jobs.remove(id);
@@ -770,10 +846,12 @@ impl Registry {
     fn metrics_text(&self) -> String {
         let mut by_state: BTreeMap<&str, u64> =
             ALL_STATES.iter().map(|s| (s.as_str(), 0)).collect();
-        for job in self.jobs.values() {
-            *by_state.entry(job.state().as_str()).or_default() += 1;
+        for cell in self.jobs.values() {
+            *by_state
+                .entry(cell.with(|job| job.state().as_str()))
+                .or_default() += 1;
         }
-        let m = &self.metrics;
+        let m = &self.metrics();
         let mut out = String::new();
         out.push_str(
             "# HELP spout_jobs Jobs held by the server, by state.\n# TYPE spout_jobs gauge\n",
@@ -825,6 +903,32 @@ impl Registry {
             );
         }
         out
+    }
+}
+
+/// Bytes of a job's raw output log (both streams, as taken), and whether the job is
+/// complete (no more will come).
+#[must_use]
+pub fn raw_log_len(job: &Job) -> (u64, bool) {
+    let (o, e) = job.log().byte_counts();
+    (o + e, job.log().is_complete())
+}
+
+/// What a raw-log response at byte `offset` does next; `limit` is the log's length
+/// when a non-follow request came (it ends there), `None` with `?follow=1` (it ends
+/// when the job is complete and every byte is sent). A job that is gone (`None`)
+/// ends it.
+pub fn raw_log_next(job: Option<&Job>, offset: u64, limit: Option<u64>) -> LogNext {
+    let Some((len, complete)) = job.map(raw_log_len) else {
+        return LogNext::End;
+    };
+    let upto = limit.map_or(len, |l| l.min(len));
+    if offset < upto {
+        LogNext::Read { upto }
+    } else if limit.is_some() || complete {
+        LogNext::End
+    } else {
+        LogNext::Wait
     }
 }
 
@@ -932,7 +1036,7 @@ mod tests {
     #[test]
     fn rebinding_is_refused_without_tokens_on_loopback() {
         let config = crate::config::parse(r#"{"commands": {"b": {"argv": ["true"]}}}"#).unwrap();
-        let mut reg = Registry::new(config).unwrap();
+        let mut reg: Registry = Registry::new(config).unwrap();
         let evil: &[(&str, &[u8])] = &[("Host", b"evil.example:8080")];
         let req = Request {
             method: "GET",

@@ -98,7 +98,8 @@ fn finished_job_n(reg: &mut Registry, now: Instant, n: u8) -> JobId {
     let Some(Reply::Spawn { job, .. }) = reply else {
         panic!("job created")
     };
-    let j = reg.job_mut(job).unwrap();
+    let cell = reg.cell(job).unwrap();
+    let mut j = cell.borrow_mut();
     j.handle_spawned(4242, now, UNIX_EPOCH + Duration::from_secs(1_795_341_600));
     let _ = j.handle_output(Stream::Stdout, b"ok\n", now);
     j.handle_eof(Stream::Stdout, now);
@@ -115,12 +116,13 @@ fn finished_job_n(reg: &mut Registry, now: Instant, n: u8) -> JobId {
             j.handle_persisted(upto, now);
         }
     }
+    drop(j);
     job
 }
 
 #[test]
 fn no_content_after_the_final_event() {
-    let mut reg = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
+    let mut reg: Registry = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
     let now = t0();
     let job = finished_job(&mut reg, now);
     let target = format!("/jobs/{job}/events");
@@ -137,7 +139,7 @@ fn no_content_after_the_final_event() {
 
 #[test]
 fn event_stream_head() {
-    let mut reg = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
+    let mut reg: Registry = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
     let now = t0();
     let job = finished_job(&mut reg, now);
     let target = format!("/jobs/{job}/events");
@@ -149,7 +151,7 @@ fn event_stream_head() {
 
 #[test]
 fn errors_are_json_with_their_status() {
-    let mut reg = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
+    let mut reg: Registry = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
     let now = t0();
     let job = finished_job(&mut reg, now);
     let events = format!("/jobs/{job}/events");
@@ -225,7 +227,7 @@ fn base64(bytes: &[u8]) -> String {
 #[test]
 fn retention_by_count_drops_the_oldest_finished_jobs() {
     let cfg = r#"{"commands": {"build": {"argv": ["make"]}}, "limits": {"max_retained_jobs": 2}}"#;
-    let mut reg = Registry::new(config::parse(cfg).unwrap()).unwrap();
+    let mut reg: Registry = Registry::new(config::parse(cfg).unwrap()).unwrap();
     let now = t0();
     let first = finished_job(&mut reg, now);
     let second = finished_job_n(&mut reg, now, 8);
@@ -234,15 +236,15 @@ fn retention_by_count_drops_the_oldest_finished_jobs() {
     reg.job_finished(UNIX_EPOCH + Duration::from_secs(1_795_341_600));
     assert_eq!(reg.poll_expired(), Some(first));
     assert_eq!(reg.poll_expired(), None);
-    assert!(reg.job(first).is_none());
-    assert!(reg.job(second).is_some() && reg.job(third).is_some());
+    assert!(reg.cell(first).is_none());
+    assert!(reg.cell(second).is_some() && reg.cell(third).is_some());
 }
 
 /// Retention: finished jobs older than `retention_s` are dropped.
 #[test]
 fn retention_by_age_drops_old_finished_jobs() {
     let cfg = r#"{"commands": {"build": {"argv": ["make"]}}, "limits": {"retention_s": 60}}"#;
-    let mut reg = Registry::new(config::parse(cfg).unwrap()).unwrap();
+    let mut reg: Registry = Registry::new(config::parse(cfg).unwrap()).unwrap();
     let now = t0();
     let job = finished_job(&mut reg, now);
     reg.job_finished(UNIX_EPOCH + Duration::from_secs(1_795_341_600 + 30));
@@ -255,7 +257,7 @@ fn retention_by_age_drops_old_finished_jobs() {
 /// opened (so none leaks), and the raw log is not streamed.
 #[test]
 fn head_on_streams_opens_nothing() {
-    let mut reg = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
+    let mut reg: Registry = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
     let now = t0();
     let job = finished_job(&mut reg, now);
     for path in [format!("/jobs/{job}/events"), format!("/jobs/{job}/log")] {
@@ -266,4 +268,42 @@ fn head_on_streams_opens_nothing() {
         assert!(text.ends_with("\r\n\r\n"), "{path}: head only: {text}");
     }
     assert_eq!(reg.subscribers(), 0);
+}
+
+/// Retention keeps a finished job while a stream watches it (the watcher counted
+/// through its cell), and drops it once the stream unsubscribes.
+#[test]
+fn a_watched_job_outlives_retention_until_unsubscribed() {
+    let cfg = r#"{"commands": {"build": {"argv": ["make"]}}, "limits": {"max_retained_jobs": 1}}"#;
+    let mut reg: Registry = Registry::new(config::parse(cfg).unwrap()).unwrap();
+    let now = t0();
+    let watched = finished_job(&mut reg, now);
+    let target = format!("/jobs/{watched}/events");
+    let (_, reply) = exchange(&mut reg, "GET", &target, &[], b"", inputs(now, 1));
+    assert!(matches!(reply, Some(Reply::Stream { .. })));
+    let other = finished_job_n(&mut reg, now, 8);
+    assert_eq!(reg.poll_expired(), None, "the watched job is kept");
+    assert!(reg.cell(watched).is_some() && reg.cell(other).is_some());
+    reg.unsubscribe(watched, false, now);
+    assert_eq!(reg.subscribers(), 0);
+    reg.job_finished(UNIX_EPOCH + Duration::from_secs(1_795_341_600));
+    assert_eq!(reg.poll_expired(), Some(watched), "unwatched: dropped");
+    assert_eq!(reg.poll_expired(), None);
+}
+
+/// What streams count in the shared atomics, without the registry, is what
+/// `/metrics` reports.
+#[test]
+fn metrics_report_what_streams_counted() {
+    let mut reg: Registry = Registry::new(config::parse(CONFIG).unwrap()).unwrap();
+    let now = t0();
+    let sent = reg.sent();
+    sent.add(3, 120);
+    sent.add(0, 30);
+    assert_eq!(reg.metrics().events_sent, 3);
+    assert_eq!(reg.metrics().bytes_sent, 150);
+    let (bytes, _) = exchange(&mut reg, "GET", "/metrics", &[], b"", inputs(now, 1));
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains("\nspout_events_sent_total 3\n"), "{text}");
+    assert!(text.contains("\nspout_bytes_sent_total 150\n"), "{text}");
 }

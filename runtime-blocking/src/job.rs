@@ -176,7 +176,8 @@ fn drive(
         if outcome.finished {
             break;
         }
-        let deadline = shared.lock().job(id).and_then(|job| job.poll_timeout());
+        // The job's own lock, not the registry's.
+        let deadline = io.peek(shared, |job| job.poll_timeout()).flatten();
         let msg = next_msg(rx, deadline);
         let now = clock::now();
         let reading = !stop_reading.load(Ordering::Relaxed);
@@ -199,7 +200,7 @@ fn drive(
         };
     }
     drivers.inboxes().remove(&id);
-    let state = shared.lock().job(id).map(|job| job.state().as_str());
+    let state = io.peek(shared, |job| job.state().as_str());
     log(&format!("job {id}: ended ({})", state.unwrap_or("dropped")));
     shared.lock().job_finished(clock::wall());
     shared.remove_expired();

@@ -9,12 +9,15 @@
 //! socket (a non-blocking `recv`: EOF or reset) before each wait, or by a failed
 //! write: at the latest when the next heartbeat is due (`sse.heartbeat_s`), or for
 //! `/log?follow=1` of a quiet job within 15 s.
+//!
+//! A stream finds its job's slot once and then locks only that job, for one core
+//! call at a time; the registry is locked again only to unsubscribe.
 
 use crate::clock;
 use crate::http::Conn;
 use event_listener::Listener as _;
 use spout_core::http::{ResponseHead, StreamFraming};
-use spout_core::registry::LogNext;
+use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
 use spout_core::subscriber::{Next, Subscriber};
 use spout_core::JobId;
 use spout_sys::driver::{log, Shared};
@@ -65,7 +68,8 @@ pub fn events(
     framing.adapt(&mut head);
     head.encode(&mut frame);
     let mut dropped = conn.write_all(&frame).is_err();
-    let waker = shared.waker(id);
+    // Found once: while this stream watches the job, retention keeps it.
+    let slot = shared.slot(id);
     let mut buf = Vec::new();
     let mut reader = None;
     let mut counted = 0;
@@ -73,16 +77,15 @@ pub fn events(
         // The subscriber appends after room for the chunk-size line: one copy of
         // the log's bytes per subscriber, no re-framing copy.
         framing.begin(&mut buf);
-        let listener = waker.listen();
-        let next = {
-            let mut reg = shared.lock();
-            reg.record_sent(sub.events_sent() - counted, 0);
-            counted = sub.events_sent();
-            match reg.job(id) {
-                Some(job) => sub.poll_transmit(job.log(), clock::now(), &mut buf),
-                None => Next::End,
-            }
+        shared.record_sent(sub.events_sent() - counted, 0);
+        counted = sub.events_sent();
+        let Some(slot) = &slot else {
+            let _ = conn.write_all(framing.end());
+            break;
         };
+        let listener = slot.listen();
+        let now = clock::now();
+        let next = sub.poll_transmit(slot.lock().log(), now, &mut buf);
         match next {
             Next::Wrote => dropped = conn.write_all(framing.finish(&mut buf)).is_err(),
             Next::Wait(deadline) => dropped = !wait(conn, listener, deadline),
@@ -99,9 +102,7 @@ pub fn events(
                     log(&format!("job {id}: archive read failed: {e}"));
                     Vec::new()
                 });
-                if let Some(job) = shared.lock().job(id) {
-                    sub.handle_archive(job.log(), offset, first, &bytes, &mut buf);
-                }
+                sub.handle_archive(slot.lock().log(), offset, first, &bytes, &mut buf);
                 if !framing.is_empty(&buf) {
                     dropped = conn.write_all(framing.finish(&mut buf)).is_err();
                 }
@@ -112,12 +113,11 @@ pub fn events(
             }
         }
         if !dropped {
-            shared.lock().record_sent(0, buf.len() as u64);
+            shared.record_sent(0, buf.len() as u64);
         }
     }
-    let mut reg = shared.lock();
-    reg.record_sent(sub.events_sent() - counted, 0);
-    reg.unsubscribe(id, dropped, clock::now());
+    shared.record_sent(sub.events_sent() - counted, 0);
+    shared.lock().unsubscribe(id, dropped, clock::now());
 }
 
 /// Serves a job's raw output log from its archive file, as the core says: up to its
@@ -140,17 +140,21 @@ pub fn raw_log(
     // after the job is answered, so a request can come before it exists.
     let mut file = None;
     let mut misses = 0u32;
+    // Found once; a job that is gone ends the answer (the core says `End`).
+    let Some(slot) = shared.slot(id) else {
+        let _ = conn.write_all(framing.end());
+        return;
+    };
     let limit = if follow {
         None
     } else {
-        shared.lock().raw_log_len(id).map(|(len, _)| len)
+        Some(raw_log_len(&slot.lock()).0)
     };
-    let waker = shared.waker(id);
     let mut offset = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let listener = waker.listen();
-        let next = shared.lock().raw_log_next(id, offset, limit);
+        let listener = slot.listen();
+        let next = raw_log_next(Some(&slot.lock()), offset, limit);
         match next {
             LogNext::Read { upto } => {
                 let want = usize::try_from(upto - offset)

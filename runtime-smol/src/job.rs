@@ -1,6 +1,12 @@
 //! One task per job: spawns the process, reads its pipes, and feeds everything to
 //! the core's `Job`, carrying out what it asks (through the shared driver) until
 //! the job is over.
+//!
+//! The task locks only its own job (its `JobSlot`, found once), never the registry
+//! until the job is over. Each step that may write the job's files (the raw log,
+//! events, metadata, a sync) runs whole on smol's blocking pool ([`step`]), so no
+//! file write blocks the executor; inside a step the order is the shared driver's:
+//! an event is archived, then the core is told, then subscribers are woken.
 
 use crate::{clock, process};
 use async_channel::{Receiver, Sender};
@@ -28,42 +34,68 @@ pub fn start(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
     smol::spawn(drive(shared, id, plan)).detach();
 }
 
+/// Runs `f` on the job's I/O on smol's blocking pool: what it does (core calls
+/// under the job's own lock, then the file writes the job asks) is blocking file
+/// I/O, kept off the executor. The I/O is moved there and back.
+async fn step<R: Send + 'static>(
+    io: JobIo,
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&mut JobIo, &Shared) -> R + Send + 'static,
+) -> (JobIo, R) {
+    let shared = shared.clone();
+    smol::unblock(move || {
+        let mut io = io;
+        let r = f(&mut io, &shared);
+        (io, r)
+    })
+    .await
+}
+
 async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
     // A small bound: a job that writes faster than we archive is slowed by its
     // pipe, not buffered in our memory.
     let (tx, rx) = async_channel::bounded::<Msg>(8);
-    let mut io = match JobIo::create(&shared, id) {
-        Ok(io) => io,
-        Err(e) => {
-            log(&format!("job {id}: cannot create its archive: {e}"));
-            JobIo::without_files(id)
-        }
+    let io = {
+        let shared = shared.clone();
+        smol::unblock(move || match JobIo::create(&shared, id) {
+            Ok(io) => io,
+            Err(e) => {
+                log(&format!("job {id}: cannot create its archive: {e}"));
+                JobIo::without_files(id)
+            }
+        })
+        .await
     };
     let mut readers: Vec<Task<()>> = Vec::new();
     let mut _waiter: Option<Task<()>> = None;
     let now = clock::now();
-    let mut outcome = match process::spawn(&plan.argv, plan.cwd.as_deref(), &plan.env) {
+    let (mut io, mut outcome) = match process::spawn(&plan.argv, plan.cwd.as_deref(), &plan.env) {
         Ok(spawned) => {
             let (stdout, stderr, waiter) = spawned.into_parts();
             let pid = waiter.pid();
-            io.set_pgid(pid);
             log(&format!("job {id}: started {:?} (pid {pid})", plan.argv));
             readers.push(smol::spawn(read_pipe(stdout, Stream::Stdout, tx.clone())));
             readers.push(smol::spawn(read_pipe(stderr, Stream::Stderr, tx.clone())));
             _waiter = Some(smol::spawn(wait_child(waiter, tx.clone())));
-            io.with_job(&shared, now, |job| {
-                job.handle_spawned(pid, now, clock::wall())
+            let wall = clock::wall();
+            step(io, &shared, move |io, shared| {
+                io.set_pgid(pid);
+                io.with_job(shared, now, |job| job.handle_spawned(pid, now, wall))
             })
+            .await
         }
         Err(e) => {
             log(&format!("job {id}: could not start {:?}: {e}", plan.argv));
-            io.with_job(&shared, now, |job| {
-                job.handle_spawn_failed(&e.to_string(), now, clock::wall())
+            let (error, wall) = (e.to_string(), clock::wall());
+            step(io, &shared, move |io, shared| {
+                io.with_job(shared, now, |job| {
+                    job.handle_spawn_failed(&error, now, wall)
+                })
             })
+            .await
         }
     };
     drop(tx);
-    let waker = shared.waker(id);
     loop {
         if outcome.stop_reading {
             readers.clear(); // dropping a task cancels it and closes its pipe
@@ -71,30 +103,41 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
         if outcome.finished {
             break;
         }
-        let listener = waker.listen();
-        let deadline = shared.lock().job(id).and_then(|job| job.poll_timeout());
+        // The job's own slot: its lock and its notifier (no registry lock here).
+        let Some(slot) = io.slot(&shared) else { break };
+        let listener = slot.listen();
+        let deadline = slot.lock().poll_timeout();
         let msg = next_msg(&rx, listener, deadline).await;
         let now = clock::now();
-        let a = match msg {
-            Some(Msg::Out(stream, bytes)) => io.output(&shared, stream, &bytes, now),
-            Some(Msg::Eof(stream)) => io.with_job(&shared, now, |job| job.handle_eof(stream, now)),
-            Some(Msg::Exit(code, signal)) => io.with_job(&shared, now, |job| {
-                job.handle_exit(ExitStatus { code, signal }, now)
-            }),
-            None => Outcome::default(),
-        };
-        // Deadlines are checked after every input too, so a steady stream of output
-        // cannot starve them.
-        let b = io.with_job(&shared, now, |job| job.handle_timeout(now));
+        let (next_io, (a, b)) = step(io, &shared, move |io, shared| {
+            let a = match msg {
+                Some(Msg::Out(stream, bytes)) => io.output(shared, stream, &bytes, now),
+                Some(Msg::Eof(stream)) => {
+                    io.with_job(shared, now, |job| job.handle_eof(stream, now))
+                }
+                Some(Msg::Exit(code, signal)) => io.with_job(shared, now, |job| {
+                    job.handle_exit(ExitStatus { code, signal }, now)
+                }),
+                None => Outcome::default(),
+            };
+            // Deadlines are checked after every input too, so a steady stream of
+            // output cannot starve them.
+            let b = io.with_job(shared, now, |job| job.handle_timeout(now));
+            (a, b)
+        })
+        .await;
+        io = next_io;
         outcome = Outcome {
             stop_reading: outcome.stop_reading || a.stop_reading || b.stop_reading,
             finished: a.finished || b.finished,
         };
     }
-    let state = shared.lock().job(id).map(|job| job.state().as_str());
+    let state = io.peek(&shared, |job| job.state().as_str());
     log(&format!("job {id}: ended ({})", state.unwrap_or("dropped")));
     shared.lock().job_finished(clock::wall());
-    shared.remove_expired();
+    // Deleting expired jobs' files is file I/O too.
+    let shared = shared.clone();
+    smol::unblock(move || shared.remove_expired()).await;
 }
 
 /// The next input: a message, a wake-up (stop request, shutdown), or a deadline.

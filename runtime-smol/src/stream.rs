@@ -1,17 +1,25 @@
 //! Long responses: an SSE stream (a subscriber's cursor driven until the end of the
 //! job's log or the client's departure) and the raw output log (`?follow=1`). Each
 //! batch the core yields is framed as one HTTP chunk and flushed at once.
+//!
+//! A stream finds its job's slot once and then locks only that job, for one core
+//! call at a time; the registry is locked again only to unsubscribe. Files are read
+//! on smol's blocking pool (`smol::unblock`), never on the executor.
 
 use crate::clock;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::Timer;
 use spout_core::http::{self, ResponseHead, StreamFraming};
-use spout_core::registry::LogNext;
+use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
 use spout_core::subscriber::{Next, Subscriber};
 use spout_core::JobId;
+use spout_sys::archive::EventsReader;
 use spout_sys::driver::{log, Shared};
+use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Writes `bytes`, giving up after the core's write timeout (a client that stops
@@ -82,10 +90,35 @@ async fn wait(
     future::or(woken, gone).await
 }
 
+/// Reads `len` bytes at `offset` of job `id`'s event archive on the blocking pool,
+/// opening it first if `reader` is `None`. Gives the reader back for the next read.
+async fn read_archive(
+    shared: &Arc<Shared>,
+    id: JobId,
+    reader: Option<EventsReader>,
+    offset: u64,
+    len: usize,
+) -> (Option<EventsReader>, io::Result<Vec<u8>>) {
+    let shared = shared.clone();
+    smol::unblock(move || {
+        let reader = match (reader, &shared.archive) {
+            (Some(r), _) => r,
+            (None, Some(archive)) => match archive.open_events(&id.to_string()) {
+                Ok(r) => r,
+                Err(e) => return (None, Err(e)),
+            },
+            (None, None) => return (None, Ok(Vec::new())),
+        };
+        let bytes = reader.read_at(offset, len);
+        (Some(reader), bytes)
+    })
+    .await
+}
+
 /// Serves an event stream: the head, then the subscriber's bytes until the end of
 /// the log (then the last chunk) or until the client goes away.
 pub async fn events(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     stream: &TcpStream,
     mut head: ResponseHead,
     framing: StreamFraming,
@@ -97,7 +130,8 @@ pub async fn events(
     framing.adapt(&mut head);
     head.encode(&mut frame);
     let mut dropped = !send(&mut w, &frame).await;
-    let waker = shared.waker(id);
+    // Found once: while this stream watches the job, retention keeps it.
+    let slot = shared.slot(id);
     let mut buf = Vec::new();
     let mut reader = None;
     let mut counted = 0;
@@ -105,35 +139,26 @@ pub async fn events(
         // The subscriber appends after room for the chunk-size line: one copy of
         // the log's bytes per subscriber, no re-framing copy.
         framing.begin(&mut buf);
-        let listener = waker.listen();
-        let next = {
-            let mut reg = shared.lock();
-            reg.record_sent(sub.events_sent() - counted, 0);
-            counted = sub.events_sent();
-            match reg.job(id) {
-                Some(job) => sub.poll_transmit(job.log(), clock::now(), &mut buf),
-                None => Next::End,
-            }
+        shared.record_sent(sub.events_sent() - counted, 0);
+        counted = sub.events_sent();
+        let Some(slot) = &slot else {
+            let _ = send(&mut w, framing.end()).await;
+            break;
         };
+        let listener = slot.listen();
+        let now = clock::now();
+        let next = sub.poll_transmit(slot.lock().log(), now, &mut buf);
         match next {
             Next::Wrote => dropped = !send(&mut w, framing.finish(&mut buf)).await,
             Next::Wait(deadline) => dropped = !wait(stream, listener, deadline).await,
             Next::ReadArchive { offset, first, len } => {
-                let bytes = match (&shared.archive, &reader) {
-                    (Some(archive), None) => match archive.open_events(&id.to_string()) {
-                        Ok(r) => reader.insert(r).read_at(offset, len),
-                        Err(e) => Err(e),
-                    },
-                    (_, Some(r)) => r.read_at(offset, len),
-                    (None, None) => Ok(Vec::new()),
-                };
+                let (kept, bytes) = read_archive(shared, id, reader.take(), offset, len).await;
+                reader = kept;
                 let bytes = bytes.unwrap_or_else(|e| {
                     log(&format!("job {id}: archive read failed: {e}"));
                     Vec::new()
                 });
-                if let Some(job) = shared.lock().job(id) {
-                    sub.handle_archive(job.log(), offset, first, &bytes, &mut buf);
-                }
+                sub.handle_archive(slot.lock().log(), offset, first, &bytes, &mut buf);
                 if !framing.is_empty(&buf) {
                     dropped = !send(&mut w, framing.finish(&mut buf)).await;
                 }
@@ -144,18 +169,42 @@ pub async fn events(
             }
         }
         if !dropped {
-            shared.lock().record_sent(0, buf.len() as u64);
+            shared.record_sent(0, buf.len() as u64);
         }
     }
-    let mut reg = shared.lock();
-    reg.record_sent(sub.events_sent() - counted, 0);
-    reg.unsubscribe(id, dropped, clock::now());
+    shared.record_sent(sub.events_sent() - counted, 0);
+    shared.lock().unsubscribe(id, dropped, clock::now());
+}
+
+/// Reads up to `want` bytes at `offset` of job `id`'s raw output log into `buf` on
+/// the blocking pool, opening the file first if `file` is `None` (it may not exist
+/// yet). Gives the file and the buffer back; `None` if there is no file.
+async fn read_output(
+    shared: &Arc<Shared>,
+    id: JobId,
+    file: Option<File>,
+    mut buf: Vec<u8>,
+    offset: u64,
+    want: usize,
+) -> (Option<File>, Vec<u8>, Option<io::Result<usize>>) {
+    let shared = shared.clone();
+    smol::unblock(move || {
+        let file = file.or_else(|| {
+            shared
+                .archive
+                .as_ref()
+                .and_then(|a| a.open_output(&id.to_string()).ok())
+        });
+        let read = file.as_ref().map(|f| f.read_at(&mut buf[..want], offset));
+        (file, buf, read)
+    })
+    .await
 }
 
 /// Serves a job's raw output log from its archive file, as the core says: up to its
 /// length at the request, or (follow) until the job is complete.
 pub async fn raw_log(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     stream: &TcpStream,
     mut head: ResponseHead,
     framing: StreamFraming,
@@ -173,29 +222,30 @@ pub async fn raw_log(
     // after the job is answered, so a request can come before it exists.
     let mut file = None;
     let mut misses = 0u32;
+    // Found once; a job that is gone ends the answer (the core says `End`).
+    let Some(slot) = shared.slot(id) else {
+        let _ = send(&mut w, framing.end()).await;
+        return;
+    };
     let limit = if follow {
         None
     } else {
-        shared.lock().raw_log_len(id).map(|(len, _)| len)
+        Some(raw_log_len(&slot.lock()).0)
     };
-    let waker = shared.waker(id);
     let mut offset = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let listener = waker.listen();
-        let next = shared.lock().raw_log_next(id, offset, limit);
+        let listener = slot.listen();
+        let next = raw_log_next(Some(&slot.lock()), offset, limit);
         match next {
             LogNext::Read { upto } => {
                 let want = usize::try_from(upto - offset)
                     .unwrap_or(usize::MAX)
                     .min(buf.len());
-                if file.is_none() {
-                    file = shared
-                        .archive
-                        .as_ref()
-                        .and_then(|a| a.open_output(&id.to_string()).ok());
-                }
-                match file.as_ref().map(|f| f.read_at(&mut buf[..want], offset)) {
+                let (kept, back, read) =
+                    read_output(shared, id, file.take(), buf, offset, want).await;
+                (file, buf) = (kept, back);
+                match read {
                     Some(Ok(n)) if n > 0 => {
                         misses = 0;
                         offset += n as u64;

@@ -4,25 +4,85 @@
 //!
 //! A runtime adds only how it waits (async or blocking) and how it reads pipes.
 //! Every decision is the core's: this file only does what a [`Job`] asks.
+//!
+//! # Locks
+//!
+//! Two kinds, and one order. The registry ([`Shared::lock`]) is taken to find,
+//! insert or remove a job and to answer requests that need every job (admission,
+//! listing, creating, subscribing, `/metrics`). Each job has its own
+//! ([`JobSlot::lock`]), taken for one core call at a time by the job's driver and by
+//! the streams that watch it: a driver or a stream finds its [`JobSlot`] once
+//! ([`Shared::slot`]) and then never touches the registry on its hot path. What
+//! streams write is counted in atomics ([`Shared::record_sent`]).
+//!
+//! Order: the registry, then a job; never the reverse. The registry's methods lock
+//! jobs (through [`JobCell::with`]) while the registry is held, so code that holds a
+//! job's lock must let it go before it calls anything on [`Shared`] that locks the
+//! registry. Neither lock is ever held across I/O (files, sockets, signals).
 
 use crate::archive::{ArchiveDir, JobFiles};
 use crate::os;
-use event_listener::Event;
+use event_listener::{Event, EventListener};
 use spout_core::event::Stream;
 use spout_core::job::{Action, Job, Signal};
-use spout_core::registry::Registry;
+use spout_core::registry::{JobCell, Registry, SentCounters};
 use spout_core::JobId;
-use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-/// The server's state: the core's registry behind one lock, the archive, and a
-/// notifier per job that wakes its subscribers when it appends.
+/// The registry as the runtimes keep it: every job in its own [`JobSlot`].
+pub type SharedRegistry = Registry<JobSlot>;
+
+/// One job behind its own lock, with the notifier that wakes whoever waits on it
+/// (its subscribers when it appends; its driver on a stop request).
+#[derive(Debug)]
+pub struct JobSlot {
+    job: Mutex<Job>,
+    waker: Event,
+}
+
+impl JobSlot {
+    /// Locks the job. Hold it only around core calls, never across I/O, and never
+    /// take the registry while holding it (see the module docs).
+    pub fn lock(&self) -> MutexGuard<'_, Job> {
+        // As for the registry: a panic inside one core call leaves the job as
+        // consistent as any call does; keep serving it.
+        self.job.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A listener for the job's next [`JobSlot::notify`]: take it before looking at
+    /// the job, so that nothing appended in between is missed.
+    #[must_use]
+    pub fn listen(&self) -> EventListener {
+        self.waker.listen()
+    }
+
+    /// Wakes everything waiting on the job.
+    pub fn notify(&self) {
+        self.waker.notify(usize::MAX);
+    }
+}
+
+impl JobCell for JobSlot {
+    fn new(job: Job) -> Self {
+        JobSlot {
+            job: Mutex::new(job),
+            waker: Event::new(),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Job) -> R) -> R {
+        f(&mut self.lock())
+    }
+}
+
+/// The server's state: the core's registry behind one lock (each job behind its
+/// own, inside it), the archive, and the counters streams add to.
 #[derive(Debug)]
 pub struct Shared {
-    state: Mutex<Registry>,
-    wakers: Mutex<HashMap<JobId, Arc<Event>>>,
+    state: Mutex<SharedRegistry>,
+    sent: Arc<SentCounters>,
     /// The archive directory; `None` with `--memory`.
     pub archive: Option<ArchiveDir>,
 }
@@ -30,47 +90,38 @@ pub struct Shared {
 impl Shared {
     /// Shared state around `registry`.
     #[must_use]
-    pub fn new(registry: Registry, archive: Option<ArchiveDir>) -> Arc<Shared> {
+    pub fn new(registry: SharedRegistry, archive: Option<ArchiveDir>) -> Arc<Shared> {
         Arc::new(Shared {
+            sent: registry.sent(),
             state: Mutex::new(registry),
-            wakers: Mutex::new(HashMap::new()),
             archive,
         })
     }
 
     /// Locks the registry. Hold it only around core calls, never across I/O.
-    pub fn lock(&self) -> MutexGuard<'_, Registry> {
+    pub fn lock(&self) -> MutexGuard<'_, SharedRegistry> {
         // A panic while holding the lock leaves the core's state as consistent as
         // any single core call does; keep serving rather than poison every request.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The notifier of job `id` (created on first use).
+    /// Job `id`'s slot, found once under the registry lock; `None` if the registry
+    /// does not hold it (never created, or dropped by retention).
     #[must_use]
-    pub fn waker(&self, id: JobId) -> Arc<Event> {
-        let mut wakers = self
-            .wakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        wakers
-            .entry(id)
-            .or_insert_with(|| Arc::new(Event::new()))
-            .clone()
+    pub fn slot(&self, id: JobId) -> Option<Arc<JobSlot>> {
+        self.lock().cell(id)
     }
 
     /// Wakes everything waiting on job `id`.
     pub fn notify(&self, id: JobId) {
-        let waker = self
-            .wakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&id)
-            .cloned();
-        if let Some(w) = waker {
-            w.notify(usize::MAX);
+        if let Some(slot) = self.slot(id) {
+            slot.notify();
         }
+    }
+
+    /// Counts what a stream wrote (for `/metrics`), without the registry lock.
+    pub fn record_sent(&self, events: u64, bytes: u64) {
+        self.sent.add(events, bytes);
     }
 
     /// Deletes the files of jobs the registry dropped by retention.
@@ -79,10 +130,6 @@ impl Shared {
             let Some(id) = self.lock().poll_expired() else {
                 break;
             };
-            self.wakers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&id);
             if let Some(archive) = &self.archive {
                 if let Err(e) = archive.remove_job(&id.to_string()) {
                     log(&format!("job {id}: could not remove its archive: {e}"));
@@ -106,12 +153,14 @@ pub struct Outcome {
     pub finished: bool,
 }
 
-/// One job's I/O: its archive files and process group.
+/// One job's I/O: its archive files and process group, and its slot (found in the
+/// registry on first use, then locked alone).
 #[derive(Debug)]
 pub struct JobIo {
     id: JobId,
     files: Option<JobFiles>,
     pgid: Option<u32>,
+    slot: Option<Arc<JobSlot>>,
 }
 
 impl JobIo {
@@ -128,6 +177,7 @@ impl JobIo {
             id,
             files,
             pgid: None,
+            slot: None,
         })
     }
 
@@ -139,6 +189,7 @@ impl JobIo {
             id,
             files: None,
             pgid: None,
+            slot: None,
         }
     }
 
@@ -150,12 +201,28 @@ impl JobIo {
             id,
             files: Some(files),
             pgid: None,
+            slot: None,
         }
     }
 
     /// The job's process group leader (its pid), once spawned.
     pub fn set_pgid(&mut self, pgid: u32) {
         self.pgid = Some(pgid);
+    }
+
+    /// The job's slot: looked up in the registry the first time, kept after.
+    /// `None` if the registry does not hold the job.
+    pub fn slot(&mut self, shared: &Shared) -> Option<Arc<JobSlot>> {
+        if self.slot.is_none() {
+            self.slot = shared.slot(self.id);
+        }
+        self.slot.clone()
+    }
+
+    /// Runs `f` on the job under its own lock (not the registry's); `None` if the
+    /// registry does not hold the job.
+    pub fn peek<R>(&mut self, shared: &Shared, f: impl FnOnce(&mut Job) -> R) -> Option<R> {
+        self.slot(shared).map(|slot| f(&mut slot.lock()))
     }
 
     /// The process wrote `bytes` on `stream`: hand them to the core, keep the taken
@@ -167,10 +234,9 @@ impl JobIo {
         bytes: &[u8],
         now: Instant,
     ) -> Outcome {
-        let taken = match shared.lock().job_mut(self.id) {
-            Some(job) => job.handle_output(stream, bytes, now),
-            None => 0,
-        };
+        let taken = self
+            .peek(shared, |job| job.handle_output(stream, bytes, now))
+            .unwrap_or(0);
         if let Some(files) = &mut self.files {
             if let Err(e) = files.append_output(&bytes[..taken]) {
                 log(&format!("job {}: raw log write failed: {e}", self.id));
@@ -179,26 +245,24 @@ impl JobIo {
         self.drain(shared, now)
     }
 
-    /// Runs `f` on the job under the lock, then carries out what it asks.
+    /// Runs `f` on the job under its lock, then carries out what it asks.
     pub fn with_job(&mut self, shared: &Shared, now: Instant, f: impl FnOnce(&mut Job)) -> Outcome {
-        if let Some(job) = shared.lock().job_mut(self.id) {
-            f(job);
-        }
+        let _ = self.peek(shared, f);
         self.drain(shared, now)
     }
 
     /// Carries out every action the job asks, in order, then wakes its subscribers.
+    /// Only the job's own lock is taken, once per core call, never across a write.
     pub fn drain(&mut self, shared: &Shared, now: Instant) -> Outcome {
         let mut outcome = Outcome::default();
+        let Some(slot) = self.slot(shared) else {
+            outcome.finished = true;
+            return outcome;
+        };
         loop {
-            let action = match shared.lock().job_mut(self.id) {
-                Some(job) => job.poll_action(),
-                None => {
-                    outcome.finished = true;
-                    break;
-                }
+            let Some(action) = slot.lock().poll_action() else {
+                break;
             };
-            let Some(action) = action else { break };
             match action {
                 Action::Signal(signal) => {
                     if let Some(pgid) = self.pgid {
@@ -216,14 +280,13 @@ impl JobIo {
                 }
                 Action::StopReading => outcome.stop_reading = true,
                 Action::Persist { records, upto } => {
+                    // Written before the core is told: an event becomes visible
+                    // to subscribers only once it is archived.
                     let written = match &mut self.files {
                         Some(files) => files.append_events(&records),
                         None => Ok(()),
                     };
-                    let mut reg = shared.lock();
-                    let Some(job) = reg.job_mut(self.id) else {
-                        continue;
-                    };
+                    let mut job = slot.lock();
                     match written {
                         Ok(()) => job.handle_persisted(upto, now),
                         Err(e) => {
@@ -238,8 +301,8 @@ impl JobIo {
                     }
                 }
                 Action::SaveMeta => {
-                    let meta = shared.lock().job(self.id).map(Job::meta_json);
-                    if let (Some(files), Some(meta)) = (&self.files, meta) {
+                    let meta = slot.lock().meta_json();
+                    if let Some(files) = &self.files {
                         if let Err(e) = files.write_meta(&meta) {
                             log(&format!("job {}: metadata write failed: {e}", self.id));
                         }
@@ -256,7 +319,7 @@ impl JobIo {
                 other => log(&format!("job {}: unknown action {other:?}", self.id)),
             }
         }
-        shared.notify(self.id);
+        slot.notify();
         outcome
     }
 }
