@@ -10,6 +10,7 @@ use spout_core::event::{ExitStatus, Stream};
 use spout_core::registry::SpawnPlan;
 use spout_core::JobId;
 use spout_sys::driver::{log, JobIo, Outcome, Shared};
+use spout_sys::os;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,22 +24,41 @@ enum Msg {
 /// How much one pipe read takes.
 const READ_BYTES: usize = 64 * 1024;
 
-/// Starts the task that runs job `id`.
-pub fn start(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
-    smol::spawn(drive(shared, id, plan)).detach();
+/// Creates job `id`'s files and writes its record, then starts the task that runs
+/// it. The caller sends the `201` only after this returns, so a crash at any later
+/// instant leaves a record the next start finds.
+pub async fn start(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
+    let io = smol::unblock({
+        let shared = shared.clone();
+        move || record(&shared, id)
+    })
+    .await;
+    smol::spawn(drive(shared, id, plan, io)).detach();
 }
 
-async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
+/// The job's files, created, with its record written (the core's first action).
+/// Without an archive the job is stopped (`archive_error`) rather than run with
+/// nothing saved.
+fn record(shared: &Shared, id: JobId) -> JobIo {
+    let now = clock::now();
+    match JobIo::create(shared, id) {
+        Ok(mut io) => {
+            let _ = io.drain(shared, now);
+            io
+        }
+        Err(e) => {
+            log(&format!("job {id}: cannot create its archive: {e}"));
+            let mut io = JobIo::without_files(id);
+            let _ = io.with_job(shared, now, |job| job.handle_archive_failed(now));
+            io
+        }
+    }
+}
+
+async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, mut io: JobIo) {
     // A small bound: a job that writes faster than we archive is slowed by its
     // pipe, not buffered in our memory.
     let (tx, rx) = async_channel::bounded::<Msg>(8);
-    let mut io = match JobIo::create(&shared, id) {
-        Ok(io) => io,
-        Err(e) => {
-            log(&format!("job {id}: cannot create its archive: {e}"));
-            JobIo::without_files(id)
-        }
-    };
     let mut readers: Vec<Task<()>> = Vec::new();
     let mut _waiter: Option<Task<()>> = None;
     let now = clock::now();
@@ -46,13 +66,19 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
         Ok(spawned) => {
             let (stdout, stderr, waiter) = spawned.into_parts();
             let pid = waiter.pid();
+            // Recorded so that a restart after a crash can end the group.
+            let group = os::process_group(pid);
             io.set_pgid(pid);
             log(&format!("job {id}: started {:?} (pid {pid})", plan.argv));
             readers.push(smol::spawn(read_pipe(stdout, Stream::Stdout, tx.clone())));
             readers.push(smol::spawn(read_pipe(stderr, Stream::Stderr, tx.clone())));
             _waiter = Some(smol::spawn(wait_child(waiter, tx.clone())));
             io.with_job(&shared, now, |job| {
-                job.handle_spawned(pid, now, clock::wall())
+                match group {
+                    Ok(group) => job.handle_process_group(group),
+                    Err(e) => log(&format!("job {id}: its process group is not recorded: {e}")),
+                }
+                job.handle_spawned(pid, now, clock::wall());
             })
         }
         Err(e) => {
