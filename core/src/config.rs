@@ -84,6 +84,11 @@ pub struct Config {
     pub data_dir: String,
     /// Keep logs in memory only (`--memory`); never read from the file.
     pub memory: bool,
+    /// Flush the archive to stable storage (`fsync`) before a job's `201` and at
+    /// each sync point (default true), so acknowledged jobs and synced events
+    /// survive a power loss too; false keeps only what survives a process crash
+    /// (see docs/reliability.md).
+    pub fsync: bool,
     /// The declared commands by name; never empty after [`parse`].
     pub commands: BTreeMap<String, CommandSpec>,
     /// The bearer tokens; empty means no authentication (loopback only, see
@@ -331,6 +336,7 @@ impl Config {
             listen: DEFAULT_LISTEN,
             data_dir: DEFAULT_DATA_DIR.to_owned(),
             memory: false,
+            fsync: true,
             commands,
             tokens: Vec::new(),
             cors: CorsSpec::default(),
@@ -995,6 +1001,8 @@ impl std::error::Error for ArgsError {}
 struct RawConfig {
     listen: Option<String>,
     data_dir: Option<String>,
+    #[serde(default = "default_fsync")]
+    fsync: bool,
     commands: Option<UniqueMap<Obj<RawCommand>>>,
     #[serde(default)]
     tokens: Vec<Obj<RawToken>>,
@@ -1005,6 +1013,10 @@ struct RawConfig {
     #[serde(default)]
     sse: Obj<RawSse>,
     link_key: Option<String>,
+}
+
+fn default_fsync() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -1146,6 +1158,7 @@ impl RawConfig {
             listen,
             data_dir: self.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned()),
             memory: false,
+            fsync: self.fsync,
             commands,
             tokens,
             cors: CorsSpec {
@@ -1401,6 +1414,7 @@ mod tests {
         assert_eq!(config.sse.partial_line_ms, 50);
         assert_eq!(config.sse.max_event_bytes, 16_384);
         assert!(!config.sse.heartbeat_event);
+        assert!(config.fsync, "fsync is on unless turned off");
         assert!(config.tokens.is_empty() && config.cors.allow_origins.is_empty());
     }
 
@@ -1410,7 +1424,7 @@ mod tests {
             r#"{"commands": {"x": {"argv": ["ls"], "stop_grace_s": 0,
                 "args": {"allow_options": true}}},
                 "sse": {"heartbeat_event": true}, "cors": {"allow_origins": ["*"]},
-                "listen": "[::1]:9000"}"#,
+                "listen": "[::1]:9000", "fsync": false}"#,
         )
         .unwrap();
         let x = &config.commands["x"];
@@ -1425,6 +1439,7 @@ mod tests {
             })
         );
         assert!(config.sse.heartbeat_event);
+        assert!(!config.fsync, "fsync can be turned off");
         assert!(config.cors.allows_any() && config.cors.allows("https://anything.example"));
         assert_eq!(config.listen.to_string(), "[::1]:9000");
     }
@@ -1493,6 +1508,12 @@ mod tests {
                 "unknown field `lisen`",
             ),
             (with_top(r#""memory": true"#), "memory", "unknown field"),
+            (
+                with_top(r#""fsync": "yes""#),
+                "fsync",
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+            (with_top(r#""fsync": null"#), "fsync", "expected a boolean"),
             (
                 with_top(r#""sse": {"retry": 5}"#),
                 "sse.retry",

@@ -244,6 +244,44 @@ pub struct Status {
     pub started_ms: Option<u64>,
 }
 
+/// What identifies a job's process group on the OS beyond its number, recorded in
+/// the job's metadata so that after a crash the next server can end the group it
+/// left behind without ever signalling a later, unrelated group that reuses the
+/// number. The runtime reads it (on Linux from `/proc/PID/stat`) right after the
+/// spawn and reports it with [`Job::handle_process_group`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessGroup {
+    /// The group id: the leader's pid (the job's child leads its own group).
+    pub pgid: u32,
+    /// The leader's start time in clock ticks after boot (field 22 of
+    /// `/proc/PID/stat`): a reused pid has a later one.
+    pub start_ticks: u64,
+    /// The session the leader was started in (the server's).
+    pub session: u32,
+    /// The boot the start time counts from (`/proc/sys/kernel/random/boot_id`):
+    /// after a reboot nothing of the group can be left.
+    pub boot_id: String,
+}
+
+/// The metadata file as written: the status document and, once spawned, the
+/// process group. Kept out of [`Status`] so `GET /jobs/{id}` does not show it.
+#[derive(Serialize)]
+struct MetaOut<'a> {
+    #[serde(flatten)]
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process_group: Option<&'a ProcessGroup>,
+}
+
+/// The process group part of a metadata file, read on its own: a record without
+/// one (written before the spawn, or by an older server) or with a damaged one
+/// still restores.
+#[derive(Deserialize)]
+struct MetaGroup {
+    #[serde(default)]
+    process_group: Option<ProcessGroup>,
+}
+
 /// Why an archived job could not be restored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -286,6 +324,9 @@ pub struct Job {
     stdout: Assembler,
     stderr: Assembler,
     pid: Option<u32>,
+    group: Option<ProcessGroup>,
+    /// Restored as `Lost`: its recorded group may have outlived the server.
+    orphaned: bool,
     created_ms: u64,
     started_ms: Option<u64>,
     started: Option<Instant>,
@@ -306,7 +347,9 @@ pub struct Job {
 }
 
 impl Job {
-    /// A new job about to be spawned (`Starting`).
+    /// A new job about to be spawned (`Starting`). An archived job asks first for
+    /// its record ([`Action::SaveMeta`]): the runtime writes it before it answers
+    /// `201`, so whatever the server acknowledges, a restart finds.
     #[must_use]
     pub fn new(
         id: JobId,
@@ -325,6 +368,8 @@ impl Job {
             stdout: Assembler::new(settings.assembler),
             stderr: Assembler::new(settings.assembler),
             pid: None,
+            group: None,
+            orphaned: false,
             created_ms: wall_ms(wall),
             started_ms: None,
             started: None,
@@ -340,7 +385,11 @@ impl Job {
             eof: [false; 2],
             taken: 0,
             watchers: 0,
-            actions: VecDeque::new(),
+            actions: if settings.persistence == Persistence::Archive {
+                VecDeque::from([Action::SaveMeta])
+            } else {
+                VecDeque::new()
+            },
             finish_queued: false,
         }
     }
@@ -375,6 +424,22 @@ impl Job {
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
         self.pid
+    }
+
+    /// The process group recorded for the job, if any (see [`ProcessGroup`]).
+    #[must_use]
+    pub fn process_group(&self) -> Option<&ProcessGroup> {
+        self.group.as_ref()
+    }
+
+    /// The process group a restored job may have left running: `Some` only for a
+    /// job that was running when the earlier server died (restored as `Lost`) and
+    /// whose group was recorded. The runtime kills it, but only after checking
+    /// the OS still knows it as the same group (its leader's start time, its
+    /// session): a pid number is reused once its group is gone.
+    #[must_use]
+    pub fn orphaned_group(&self) -> Option<&ProcessGroup> {
+        self.group.as_ref().filter(|_| self.orphaned)
     }
 
     /// The event log, for subscribers.
@@ -416,11 +481,17 @@ impl Job {
         }
     }
 
-    /// The metadata file's bytes (the status document as JSON).
+    /// The metadata file's bytes: the status document as JSON, plus the job's
+    /// `process_group` once recorded.
     #[must_use]
     pub fn meta_json(&self) -> Vec<u8> {
-        // invariant: Status is strings, numbers and options, which always serialize.
-        serde_json::to_vec_pretty(&self.status()).expect("status serializes")
+        let meta = MetaOut {
+            status: self.status(),
+            process_group: self.group.as_ref(),
+        };
+        // invariant: Status and ProcessGroup are strings, numbers and options, which
+        // always serialize.
+        serde_json::to_vec_pretty(&meta).expect("status serializes")
     }
 
     // ---- inputs ----
@@ -443,6 +514,19 @@ impl Job {
         }
         if let Some(reason) = self.stop_reason.take() {
             self.handle_stop(reason, now);
+        }
+    }
+
+    /// The OS identity of the job's process group (read by the runtime right after
+    /// the spawn). Report it before [`Job::handle_spawned`], so the record saved
+    /// then holds it; reported later, it asks for the record to be saved again.
+    pub fn handle_process_group(&mut self, group: ProcessGroup) {
+        if self.state.is_final() {
+            return;
+        }
+        self.group = Some(group);
+        if self.state != State::Starting && self.log.persistence() == Persistence::Archive {
+            self.actions.push_back(Action::SaveMeta);
         }
     }
 
@@ -669,9 +753,14 @@ impl Job {
             settings,
             wall,
         );
+        // The record is already saved: nothing of `Job::new`'s queue applies.
+        job.actions.clear();
         job.created_ms = status.created_ms;
         job.started_ms = status.started_ms;
         job.pid = status.pid;
+        job.group = serde_json::from_slice::<MetaGroup>(meta)
+            .ok()
+            .and_then(|m| m.process_group);
         let mut counts = (0u64, 0u64);
         let mut exit: Option<ExitSummary> = None;
         let log = Log::restore(
@@ -710,6 +799,7 @@ impl Job {
         }
         // It was running when the server died.
         job.finish_queued = false;
+        job.orphaned = true;
         if job.log.last_visible() == 0 {
             job.append_start(
                 job.pid,
@@ -874,4 +964,158 @@ fn exit_summary(wire: &[u8]) -> Option<ExitSummary> {
         reason: e.reason,
         duration_ms: e.duration_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzzing::{ms, wall0, Sim};
+
+    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn group() -> ProcessGroup {
+        ProcessGroup {
+            pgid: 4242,
+            start_ticks: 987_654,
+            session: 77,
+            boot_id: "8d1c5a2e-0000-4000-8000-000000000001".to_owned(),
+        }
+    }
+
+    fn meta_value(job: &Job) -> serde_json::Value {
+        serde_json::from_slice(&job.meta_json()).unwrap()
+    }
+
+    fn restore(meta: &[u8], archive: &[u8], now: Instant) -> Job {
+        let scan = crate::archive::scan(archive, EventId::FIRST);
+        let id = JobId::from_random(*b"spout-sim-job-id");
+        Job::restore(id, meta, scan.records, JobSettings::default(), now, wall0()).unwrap()
+    }
+
+    #[test]
+    fn a_new_archived_job_asks_for_its_record_first() {
+        let id = JobId::from_random([7; 16]);
+        let mut job = Job::new(
+            id,
+            "c".into(),
+            vec!["c".into()],
+            JobSettings::default(),
+            wall0(),
+        );
+        assert_eq!(job.poll_action(), Some(Action::SaveMeta));
+        assert_eq!(job.poll_action(), None);
+        assert_eq!(meta_value(&job)["state"], "starting");
+
+        let memory = JobSettings {
+            persistence: Persistence::Memory,
+            ..JobSettings::default()
+        };
+        let mut job = Job::new(id, "c".into(), vec!["c".into()], memory, wall0());
+        assert_eq!(job.poll_action(), None, "a memory job has no record");
+    }
+
+    #[test]
+    fn the_process_group_is_in_the_record_not_in_the_status() {
+        let mut s = Sim::new(JobSettings::default(), t0());
+        s.drive();
+        let saves = s.meta_saves;
+        s.job.handle_process_group(group());
+        s.drive();
+        assert_eq!(
+            s.meta_saves, saves,
+            "reported before the spawn: saved with it"
+        );
+        s.spawn();
+        assert_eq!(s.meta_saves, saves + 1);
+        let meta = meta_value(&s.job);
+        assert_eq!(meta["process_group"]["pgid"], 4242);
+        assert_eq!(meta["process_group"]["start_ticks"], 987_654);
+        assert_eq!(meta["process_group"]["session"], 77);
+        let status = serde_json::to_value(s.job.status()).unwrap();
+        assert!(status.get("process_group").is_none(), "{status}");
+
+        // Reported after the spawn, it is saved again.
+        let mut late = Sim::new(JobSettings::default(), t0());
+        late.spawn();
+        let saves = late.meta_saves;
+        late.job.handle_process_group(group());
+        late.drive();
+        assert_eq!(late.meta_saves, saves + 1);
+    }
+
+    #[test]
+    fn a_job_running_at_the_crash_names_its_group_to_kill() {
+        let mut s = Sim::new(JobSettings::default(), t0());
+        s.job.handle_process_group(group());
+        s.spawn();
+        s.out(Stream::Stdout, b"one\n");
+        let job = restore(&s.job.meta_json(), &s.archive, s.now + ms(100));
+        assert_eq!(job.state(), State::Lost);
+        assert_eq!(job.orphaned_group(), Some(&group()));
+        // Its new record keeps the group, and a second restore finds it final.
+        let mut job = job;
+        let mut archive = s.archive.clone();
+        while let Some(a) = job.poll_action() {
+            if let Action::Persist { records, upto } = a {
+                archive.extend_from_slice(&records);
+                job.handle_persisted(upto, s.now);
+            }
+        }
+        let again = restore(&job.meta_json(), &archive, s.now + ms(200));
+        assert_eq!(again.state(), State::Lost);
+        assert_eq!(again.process_group(), Some(&group()));
+        assert_eq!(again.orphaned_group(), None, "a final job left nothing");
+    }
+
+    #[test]
+    fn a_finished_job_names_no_group_to_kill() {
+        let mut s = Sim::new(JobSettings::default(), t0());
+        s.job.handle_process_group(group());
+        s.spawn();
+        s.exit(Some(0), None);
+        let job = restore(&s.job.meta_json(), &s.archive, s.now);
+        assert_eq!(job.state(), State::Exited);
+        assert_eq!(job.orphaned_group(), None);
+    }
+
+    #[test]
+    fn a_record_from_before_the_spawn_restores_as_lost() {
+        // The crash came after the 201 and before the spawn: a record in state
+        // `starting`, no events, no group.
+        let s = Sim::new(JobSettings::default(), t0());
+        let mut job = restore(&s.job.meta_json(), &[], s.now + ms(5));
+        assert_eq!(job.state(), State::Lost);
+        assert_eq!(job.orphaned_group(), None);
+        let mut persisted = Vec::new();
+        while let Some(a) = job.poll_action() {
+            if let Action::Persist { records, upto } = a {
+                persisted.extend_from_slice(&records);
+                job.handle_persisted(upto, s.now);
+            }
+        }
+        let scan = crate::archive::scan(&persisted, EventId::FIRST);
+        assert_eq!(scan.records.len(), 2, "start and exit");
+        assert!(job.log().is_complete());
+    }
+
+    #[test]
+    fn a_damaged_or_missing_group_does_not_stop_a_restore() {
+        let mut s = Sim::new(JobSettings::default(), t0());
+        s.spawn();
+        let mut meta = meta_value(&s.job);
+        for bad in [
+            serde_json::json!({"pgid": "x"}),
+            serde_json::json!(null),
+            serde_json::json!(42),
+        ] {
+            meta["process_group"] = bad;
+            let bytes = serde_json::to_vec(&meta).unwrap();
+            let job = restore(&bytes, &s.archive, s.now);
+            assert_eq!(job.state(), State::Lost);
+            assert_eq!(job.orphaned_group(), None);
+        }
+    }
 }

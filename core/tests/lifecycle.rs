@@ -330,8 +330,8 @@ fn archive_failure_stops_the_job_and_keeps_events_visible() {
     assert_eq!(texts, ["one\n", "two\n"]);
     assert_eq!(exit_data(&s)["reason"], "archive_error");
     assert_eq!(
-        s.meta_saves, 2,
-        "metadata is still saved at start and at the end"
+        s.meta_saves, 3,
+        "metadata is still saved at creation, at start and at the end"
     );
 }
 

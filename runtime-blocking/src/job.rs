@@ -72,8 +72,11 @@ impl Drivers {
     }
 }
 
-/// Starts the thread that runs job `id`.
+/// Creates job `id`'s files and writes its record, then starts the thread that
+/// runs it. The caller sends the `201` only after this returns, so a crash at any
+/// later instant leaves a record the next start finds.
 pub fn start(shared: Arc<Shared>, drivers: Arc<Drivers>, id: JobId, plan: SpawnPlan) {
+    let io = record(&shared, id);
     // A small bound: a job that writes faster than we archive is slowed by its
     // pipe, not buffered in our memory.
     let (tx, rx) = sync_channel::<Msg>(8);
@@ -83,7 +86,7 @@ pub fn start(shared: Arc<Shared>, drivers: Arc<Drivers>, id: JobId, plan: SpawnP
         thread::Builder::new()
             .name("spout-job".into())
             .stack_size(STACK_BYTES)
-            .spawn(move || drive(&shared, &drivers, id, &plan, tx, &rx))
+            .spawn(move || drive(&shared, &drivers, id, &plan, io, tx, &rx))
     };
     if let Err(e) = spawned {
         // The job cannot run without its thread: record it as failed to start.
@@ -98,21 +101,34 @@ pub fn start(shared: Arc<Shared>, drivers: Arc<Drivers>, id: JobId, plan: SpawnP
     }
 }
 
+/// The job's files, created, with its record written (the core's first action).
+/// Without an archive the job is stopped (`archive_error`) rather than run with
+/// nothing saved.
+fn record(shared: &Shared, id: JobId) -> JobIo {
+    let now = clock::now();
+    match JobIo::create(shared, id) {
+        Ok(mut io) => {
+            let _ = io.drain(shared, now);
+            io
+        }
+        Err(e) => {
+            log(&format!("job {id}: cannot create its archive: {e}"));
+            let mut io = JobIo::without_files(id);
+            let _ = io.with_job(shared, now, |job| job.handle_archive_failed(now));
+            io
+        }
+    }
+}
+
 fn drive(
     shared: &Shared,
     drivers: &Drivers,
     id: JobId,
     plan: &SpawnPlan,
+    mut io: JobIo,
     tx: SyncSender<Msg>,
     rx: &Receiver<Msg>,
 ) {
-    let mut io = match JobIo::create(shared, id) {
-        Ok(io) => io,
-        Err(e) => {
-            log(&format!("job {id}: cannot create its archive: {e}"));
-            JobIo::without_files(id)
-        }
-    };
     let stop_reading = Arc::new(AtomicBool::new(false));
     let mut group = GroupGuard {
         pgid: None,
@@ -122,6 +138,9 @@ fn drive(
     let mut outcome = match spawn(plan) {
         Ok((child, stdout, stderr)) => {
             let pid = child.id();
+            // Read before the waiter can reap the child, so the pid is surely its;
+            // recorded so that a restart after a crash can end the group.
+            let identity = os::process_group(pid);
             io.set_pgid(pid);
             group.pgid = Some(pid);
             log(&format!("job {id}: started {:?} (pid {pid})", plan.argv));
@@ -141,6 +160,10 @@ fn drive(
             ];
             match readers.into_iter().find_map(Result::err) {
                 None => io.with_job(shared, now, |job| {
+                    match identity {
+                        Ok(identity) => job.handle_process_group(identity),
+                        Err(e) => log(&format!("job {id}: its process group is not recorded: {e}")),
+                    }
                     job.handle_spawned(pid, now, clock::wall());
                 }),
                 Some(e) => {

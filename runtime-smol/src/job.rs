@@ -16,6 +16,7 @@ use spout_core::event::{ExitStatus, Stream};
 use spout_core::registry::SpawnPlan;
 use spout_core::JobId;
 use spout_sys::driver::{log, JobIo, Outcome, Shared};
+use spout_sys::os;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,9 +30,16 @@ enum Msg {
 /// How much one pipe read takes.
 const READ_BYTES: usize = 64 * 1024;
 
-/// Starts the task that runs job `id`.
-pub fn start(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
-    smol::spawn(drive(shared, id, plan)).detach();
+/// Creates job `id`'s files and writes its record, then starts the task that runs
+/// it. The caller sends the `201` only after this returns, so a crash at any later
+/// instant leaves a record the next start finds.
+pub async fn start(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
+    let io = smol::unblock({
+        let shared = shared.clone();
+        move || record(&shared, id)
+    })
+    .await;
+    smol::spawn(drive(shared, id, plan, io)).detach();
 }
 
 /// Runs `f` on the job's I/O on smol's blocking pool: what it does (core calls
@@ -51,21 +59,29 @@ async fn step<R: Send + 'static>(
     .await
 }
 
-async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
+/// The job's files, created, with its record written (the core's first action).
+/// Without an archive the job is stopped (`archive_error`) rather than run with
+/// nothing saved.
+fn record(shared: &Shared, id: JobId) -> JobIo {
+    let now = clock::now();
+    match JobIo::create(shared, id) {
+        Ok(mut io) => {
+            let _ = io.drain(shared, now);
+            io
+        }
+        Err(e) => {
+            log(&format!("job {id}: cannot create its archive: {e}"));
+            let mut io = JobIo::without_files(id);
+            let _ = io.with_job(shared, now, |job| job.handle_archive_failed(now));
+            io
+        }
+    }
+}
+
+async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
     // A small bound: a job that writes faster than we archive is slowed by its
     // pipe, not buffered in our memory.
     let (tx, rx) = async_channel::bounded::<Msg>(8);
-    let io = {
-        let shared = shared.clone();
-        smol::unblock(move || match JobIo::create(&shared, id) {
-            Ok(io) => io,
-            Err(e) => {
-                log(&format!("job {id}: cannot create its archive: {e}"));
-                JobIo::without_files(id)
-            }
-        })
-        .await
-    };
     let mut readers: Vec<Task<()>> = Vec::new();
     let mut _waiter: Option<Task<()>> = None;
     let now = clock::now();
@@ -80,7 +96,16 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
             let wall = clock::wall();
             step(io, &shared, move |io, shared| {
                 io.set_pgid(pid);
-                io.with_job(shared, now, |job| job.handle_spawned(pid, now, wall))
+                // Recorded so that a restart after a crash can end the group
+                // (reads /proc: blocking, so inside the step).
+                let group = os::process_group(pid);
+                io.with_job(shared, now, |job| {
+                    match group {
+                        Ok(group) => job.handle_process_group(group),
+                        Err(e) => log(&format!("job {id}: its process group is not recorded: {e}")),
+                    }
+                    job.handle_spawned(pid, now, wall);
+                })
             })
             .await
         }

@@ -189,7 +189,8 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                 job,
                 plan,
             } => {
-                job::start(shared.clone(), job, plan);
+                // The job's record is written before its 201 leaves.
+                job::start(shared.clone(), job, plan).await;
                 response
             }
             Reply::Stopping { response, job } => {

@@ -1,6 +1,7 @@
 //! Small Unix helpers both runtimes need: building a job's `Command` (own process
 //! group, cleared environment, stdin from `/dev/null`), signalling a whole process
-//! group, splitting an exit status, OS randomness and the open-files limit.
+//! group, identifying a group in `/proc` and ending one a crashed server left
+//! behind, splitting an exit status, OS randomness and the open-files limit.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -9,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
 use rustix::process::{Pid, Resource, Rlimit};
+use spout_core::job::ProcessGroup;
 
 /// The `PATH` a job gets when the server itself has none: the usual system
 /// directories, and nothing writable by ordinary users.
@@ -195,6 +197,179 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(maximum)
 }
 
+/// The fields of `/proc/PID/stat` that identify a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stat {
+    /// Field 3: `R`, `S`, `D`, `Z` (zombie), …
+    state: u8,
+    /// Field 5: the process group.
+    pgrp: u32,
+    /// Field 6: the session.
+    session: u32,
+    /// Field 22: the start time in clock ticks after boot.
+    start_ticks: u64,
+}
+
+/// Parses `/proc/PID/stat`. The command name (field 2) is in parentheses and may
+/// itself hold spaces and parentheses, so fields are counted after the last `)`.
+fn parse_stat(text: &str) -> Option<Stat> {
+    let (_, rest) = text.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3.
+    let field = |n: usize| fields.get(n - 3).copied();
+    Some(Stat {
+        state: *field(3)?.as_bytes().first()?,
+        pgrp: field(5)?.parse().ok()?,
+        session: field(6)?.parse().ok()?,
+        start_ticks: field(22)?.parse().ok()?,
+    })
+}
+
+fn read_stat(pid: u32) -> io::Result<Stat> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|e| with_context(e, &path))?;
+    parse_stat(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{path}: unexpected format {text:?}"),
+        )
+    })
+}
+
+/// The id of the current boot (`/proc/sys/kernel/random/boot_id`).
+fn boot_id() -> io::Result<String> {
+    let path = "/proc/sys/kernel/random/boot_id";
+    let text = std::fs::read_to_string(path).map_err(|e| with_context(e, path))?;
+    Ok(text.trim().to_owned())
+}
+
+/// The OS identity of the process group that `pid` leads, read from `/proc` (a job's
+/// child leads its own group: see [`job_command`]). Call it right after the spawn,
+/// before the child can be reaped, so the pid is surely still the child's.
+///
+/// # Errors
+///
+/// The OS error of reading `/proc` (not Linux, `/proc` not mounted, the process
+/// already reaped), with the path.
+pub fn process_group(pid: u32) -> io::Result<ProcessGroup> {
+    let stat = read_stat(pid)?;
+    Ok(ProcessGroup {
+        pgid: pid,
+        start_ticks: stat.start_ticks,
+        session: stat.session,
+        boot_id: boot_id()?,
+    })
+}
+
+/// What [`end_orphaned_group`] found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Orphan {
+    /// The group was still the recorded one: `SIGKILL` was sent to it. `leader`
+    /// says whether its leader was still there, `members` how many live processes
+    /// were in it.
+    Killed {
+        /// The group's leader (the job's child) was among them.
+        leader: bool,
+        /// Live (not zombie) processes in the group before the signal.
+        members: usize,
+    },
+    /// No live process is in the group any more: nothing to do.
+    Gone,
+    /// Processes hold the group's number but are not provably ours: left alone.
+    /// The text says why.
+    NotOurs(String),
+}
+
+/// Ends the process group a crashed server left running, if the OS still knows it
+/// as the group `recorded` describes; never signals a group that merely reuses the
+/// number.
+///
+/// Why the checks are enough (Linux, and POSIX's rule that a process group's id is
+/// not reused as a pid while the group has members):
+///
+/// - Another boot (`boot_id` differs): nothing of the group can be left. Nothing is
+///   signalled.
+/// - The leader's pid is alive: it is our leader exactly when its start time (field
+///   22 of `/proc/PID/stat`, ticks after boot) is the recorded one; then the number
+///   is still held by our leader, so no other group can have it and the group is
+///   killed. Another start time means the pid was reused: left alone.
+/// - The leader is gone (it exited, was reaped by init) but processes remain in the
+///   group: grandchildren the job forked, which a crash of the server leaves to
+///   run. The number was not reused while they lived, but it could have been if
+///   the whole group died and a new process took the number and made its own group
+///   before leaving members in it. Such a later group's members are, all of them,
+///   in the session of the process that made it, whereas ours are in the session
+///   the leader was started in (the server's, recorded) and started no earlier
+///   than it. The group is killed only when every live member passes both checks.
+///   What remains possible: the number wraps around between the crash and the
+///   restart and a new process *in the old server's session* makes a group with
+///   it. docs/runtime.md ("Known limit") says so.
+///
+/// Between the check and the `kill` a few microseconds pass; the group's number
+/// cannot be handed out again that fast unless every pid in `pid_max` is used in
+/// that time.
+///
+/// # Errors
+///
+/// The OS error of reading `/proc` (the check could not be made, so nothing was
+/// signalled) or of the signal.
+pub fn end_orphaned_group(recorded: &ProcessGroup) -> io::Result<Orphan> {
+    if boot_id()? != recorded.boot_id {
+        return Ok(Orphan::NotOurs(
+            "it was started before the last reboot".into(),
+        ));
+    }
+    let pgid = recorded.pgid;
+    let leader = match read_stat(pgid) {
+        Ok(stat) if stat.start_ticks != recorded.start_ticks => {
+            return Ok(Orphan::NotOurs(format!(
+                "pid {pgid} is another process now (started at tick {}, the job's at {})",
+                stat.start_ticks, recorded.start_ticks
+            )));
+        }
+        Ok(stat) => stat.state != b'Z',
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    let members = group_members(pgid)?;
+    if !leader {
+        if members.is_empty() {
+            return Ok(Orphan::Gone);
+        }
+        if let Some((pid, _)) = members.iter().find(|(_, stat)| {
+            stat.session != recorded.session || stat.start_ticks < recorded.start_ticks
+        }) {
+            return Ok(Orphan::NotOurs(format!(
+                "its leader is gone and member {pid} is not the job's (another session, or older)"
+            )));
+        }
+    }
+    signal_group(pgid, Signal::Kill)?;
+    Ok(Orphan::Killed {
+        leader,
+        members: members.len(),
+    })
+}
+
+/// The live (not zombie) processes whose group is `pgid`, with their stat.
+fn group_members(pgid: u32) -> io::Result<Vec<(u32, Stat)>> {
+    let entries = std::fs::read_dir("/proc").map_err(|e| with_context(e, "/proc"))?;
+    let mut members = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // A process may exit while the list is read: skip it.
+        if let Ok(stat) = read_stat(pid) {
+            if stat.pgrp == pgid && stat.state != b'Z' {
+                members.push((pid, stat));
+            }
+        }
+    }
+    Ok(members)
+}
+
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
@@ -322,6 +497,125 @@ mod tests {
         assert!(wait_gone(grandchild), "grandchild {grandchild} survived");
         // The group is gone now: signalling it again is not an error.
         signal_group(child.id(), Signal::Kill).unwrap();
+    }
+
+    #[test]
+    fn stat_fields_are_counted_after_the_last_parenthesis() {
+        let line = "4242 (a) b (c) S 1 4242 77 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 2000 100 18446744073709551615";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                state: b'S',
+                pgrp: 4242,
+                session: 77,
+                start_ticks: 987_654
+            })
+        );
+        assert_eq!(parse_stat("4242 (a) S 1 2"), None, "too short");
+        assert_eq!(parse_stat("no parenthesis"), None);
+    }
+
+    /// Spawns `script` as a job would be, in its own group.
+    fn spawn_group(script: &str) -> std::process::Child {
+        let mut cmd = job_command(&strings(&["sh", "-c", script]), None, &BTreeMap::new()).unwrap();
+        cmd.stderr(Stdio::null());
+        cmd.spawn().unwrap()
+    }
+
+    fn read_line(child: &mut std::process::Child) -> String {
+        let mut line = String::new();
+        let stdout = child.stdout.as_mut().unwrap();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0] as char);
+        }
+        line
+    }
+
+    #[test]
+    fn a_recorded_group_with_its_leader_is_killed() {
+        let mut child = spawn_group("exec sleep 30");
+        let group = process_group(child.id()).unwrap();
+        assert_eq!(group.pgid, child.id());
+        assert_eq!(
+            group.session,
+            rustix::process::getsid(None).unwrap().as_raw_pid() as u32
+        );
+        let outcome = end_orphaned_group(&group).unwrap();
+        assert_eq!(
+            outcome,
+            Orphan::Killed {
+                leader: true,
+                members: 1
+            }
+        );
+        let (_, signal) = wait_status_parts(child.wait().unwrap());
+        assert_eq!(signal, Some(9));
+        // Reaped now: nothing left to do.
+        assert_eq!(end_orphaned_group(&group).unwrap(), Orphan::Gone);
+    }
+
+    #[test]
+    fn a_reused_pid_or_another_boot_is_never_signalled() {
+        let mut child = spawn_group("exec sleep 30");
+        let group = process_group(child.id()).unwrap();
+        let reused = ProcessGroup {
+            start_ticks: group.start_ticks - 1,
+            ..group.clone()
+        };
+        assert!(matches!(
+            end_orphaned_group(&reused).unwrap(),
+            Orphan::NotOurs(_)
+        ));
+        let rebooted = ProcessGroup {
+            boot_id: "another-boot".into(),
+            ..group.clone()
+        };
+        assert!(matches!(
+            end_orphaned_group(&rebooted).unwrap(),
+            Orphan::NotOurs(_)
+        ));
+        assert!(pid_alive(child.id()), "left alone");
+        signal_group(child.id(), Signal::Kill).unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn grandchildren_of_a_gone_leader_are_killed_only_when_they_are_the_jobs() {
+        // The leader exits at once; its grandchild lives on in the group.
+        let mut child = spawn_group("sleep 30 & echo $!");
+        let group = process_group(child.id()).unwrap();
+        let grandchild: u32 = read_line(&mut child).trim().parse().unwrap();
+        child.wait().unwrap();
+        assert!(pid_alive(grandchild));
+        // From another session (not the job's): left alone.
+        let elsewhere = ProcessGroup {
+            session: group.session + 1,
+            ..group.clone()
+        };
+        assert!(matches!(
+            end_orphaned_group(&elsewhere).unwrap(),
+            Orphan::NotOurs(_)
+        ));
+        assert!(pid_alive(grandchild));
+        // Started after the members: they cannot be its.
+        let later = ProcessGroup {
+            start_ticks: u64::MAX,
+            ..group.clone()
+        };
+        assert!(matches!(
+            end_orphaned_group(&later).unwrap(),
+            Orphan::NotOurs(_)
+        ));
+        assert_eq!(
+            end_orphaned_group(&group).unwrap(),
+            Orphan::Killed {
+                leader: false,
+                members: 1
+            }
+        );
+        assert!(wait_gone(grandchild), "grandchild {grandchild} survived");
     }
 
     #[test]

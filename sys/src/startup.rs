@@ -76,7 +76,8 @@ fn prepare(
     } else {
         Some(
             ArchiveDir::open(&config.data_dir)
-                .with_context(|| format!("cannot use data dir {}", config.data_dir))?,
+                .with_context(|| format!("cannot use data dir {}", config.data_dir))?
+                .with_fsync(config.fsync),
         )
     };
     let listen = config.listen;
