@@ -382,7 +382,8 @@ impl ResponseDecoder {
     /// # Errors
     /// When the decoder has failed (on the head, or already on the body).
     pub fn poll_head(&mut self) -> Result<Option<&Head>, ResponseError> {
-        self.drive(None)?;
+        // Partial or complete, the head is what this poll is about.
+        let _body_progress = self.drive(None)?;
         Ok(self.head.as_ref())
     }
 
