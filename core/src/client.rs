@@ -95,8 +95,7 @@ impl Head {
     /// [`ResponseError::BadContentLength`] for a `Content-Length` that is not digits,
     /// or several that disagree.
     pub fn framing(&self, head_request: bool) -> Result<Framing, ResponseError> {
-        if head_request || (100..200).contains(&self.status) || matches!(self.status, 204 | 304)
-        {
+        if head_request || (100..200).contains(&self.status) || matches!(self.status, 204 | 304) {
             return Ok(Framing::Empty);
         }
         let last_coding = self
@@ -607,7 +606,7 @@ impl ResponseDecoder {
 /// use spout_core::sse::{Decoder, Item};
 /// let mut events = EventStreamDecoder::new(ResponseDecoder::new("GET"), Decoder::new());
 /// events.handle_bytes(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-/// events.handle_bytes(b"9\r\ndata: hi\n\n\r\n0\r\n\r\n");
+/// events.handle_bytes(b"a\r\ndata: hi\n\n\r\n0\r\n\r\n");
 /// assert_eq!(events.poll_head().unwrap().unwrap().status, 200);
 /// let Ok(Some(Item::Event(event))) = events.poll_item() else { panic!() };
 /// assert_eq!(event.data, "hi");
@@ -722,7 +721,10 @@ pub fn fuzz_response(data: &[u8]) {
     assert_eq!(whole, split, "splitting at {splits:?} changed the outcome");
     let every_byte: Vec<usize> = (1..wire.len()).collect();
     let bytewise = fuzz_run(method, limits, wire, eof, &every_byte);
-    assert_eq!(whole, bytewise, "byte-at-a-time feeding changed the outcome");
+    assert_eq!(
+        whole, bytewise,
+        "byte-at-a-time feeding changed the outcome"
+    );
 
     let (head, body, result, rest, _) = &whole;
     match (result, head.as_ref().map(|(_, framing)| *framing)) {
@@ -754,8 +756,10 @@ type FuzzOutcome = (
 
 fn fuzz_run(method: &str, limits: Limits, wire: &[u8], eof: bool, splits: &[usize]) -> FuzzOutcome {
     let mut response = ResponseDecoder::with_limits(method, limits);
-    let mut events =
-        EventStreamDecoder::new(ResponseDecoder::with_limits(method, limits), sse::Decoder::new());
+    let mut events = EventStreamDecoder::new(
+        ResponseDecoder::with_limits(method, limits),
+        sse::Decoder::new(),
+    );
     let (mut body, mut items, mut items_error) = (Vec::new(), Vec::new(), None);
     let mut drain_events = |events: &mut EventStreamDecoder| loop {
         match events.poll_item() {
@@ -804,7 +808,12 @@ mod tests {
     use crate::sse::Item;
 
     /// Head status, body, the final result and the rest, for `wire` fed in `pieces`.
-    type Outcome = (Option<u16>, Vec<u8>, Result<Progress, ResponseError>, Vec<u8>);
+    type Outcome = (
+        Option<u16>,
+        Vec<u8>,
+        Result<Progress, ResponseError>,
+        Vec<u8>,
+    );
 
     fn decode(method: &str, limits: Limits, pieces: &[&[u8]], eof: bool) -> Outcome {
         let mut decoder = ResponseDecoder::with_limits(method, limits);
@@ -835,6 +844,18 @@ mod tests {
         whole
     }
 
+    /// name, method, wire, eof, status, body, result, rest
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [u8],
+        bool,
+        Option<u16>,
+        &'a [u8],
+        Result<Progress, ResponseError>,
+        &'a [u8],
+    );
+
     const OK: Result<Progress, ResponseError> = Ok(Progress::Complete);
     const PARTIAL: Result<Progress, ResponseError> = Ok(Progress::Partial);
 
@@ -849,9 +870,12 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: {}\r\n\r\n",
             "t".repeat(MAX_HEAD_BYTES)
         );
-        let long_head = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "h".repeat(MAX_HEAD_BYTES));
+        let long_head = format!(
+            "HTTP/1.1 200 OK\r\nX: {}\r\n\r\n",
+            "h".repeat(MAX_HEAD_BYTES)
+        );
         #[rustfmt::skip]
-        let cases: Vec<(&str, &str, &[u8], bool, Option<u16>, &[u8], Result<Progress, ResponseError>, &[u8])> = vec![
+        let cases: Vec<Case<'_>> = vec![
             // (name, method, wire, eof, status, body, result, rest)
             ("length", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false, Some(200), b"hello", OK, b""),
             ("length, pipelined next", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 204 No Content\r\n\r\n", false, Some(200), b"hi", OK, b"HTTP/1.1 204 No Content\r\n\r\n"),
@@ -950,10 +974,16 @@ mod tests {
         );
         assert_eq!(
             run("HTTP/1.1 200\r\nA: b\r\nC: d\r\n\r\n"),
-            Err(ResponseError::MalformedHead(httparse::Error::TooManyHeaders))
+            Err(ResponseError::MalformedHead(
+                httparse::Error::TooManyHeaders
+            ))
         );
         let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(run(&format!("{chunked}1;x\r\na\r\n0\r\n\r\n")), OK, "a 5-byte line fits");
+        assert_eq!(
+            run(&format!("{chunked}1;x\r\na\r\n0\r\n\r\n")),
+            OK,
+            "a 5-byte line fits"
+        );
         assert_eq!(
             run(&format!("{chunked}1;xy\r\na\r\n0\r\n\r\n")),
             Err(ResponseError::ChunkLineTooLong(5))
@@ -999,7 +1029,10 @@ mod tests {
         events.handle_bytes(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
         events.handle_bytes(b"9\r\ndata: a\n\n\r\n9\r\ndata: b");
         events.handle_eof();
-        assert_eq!(events.poll_head().map(|h| h.map(|h| h.status)), Ok(Some(200)));
+        assert_eq!(
+            events.poll_head().map(|h| h.map(|h| h.status)),
+            Ok(Some(200))
+        );
         assert!(matches!(events.poll_item(), Ok(Some(Item::Event(e))) if e.data == "a"));
         assert_eq!(events.poll_item(), Err(ResponseError::Truncated));
         assert_eq!(events.response().body_len(), 16);

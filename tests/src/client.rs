@@ -281,7 +281,8 @@ mod tests {
 
     #[test]
     fn pipelined_answers_parse_in_order() {
-        let wire: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+        let wire: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
             HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}\
             HTTP/1.1 200 OK\r\n\r\nuntil close";
         let all = Response::parse_all(wire).unwrap();
@@ -299,7 +300,8 @@ mod tests {
         assert!(err.to_string().contains("half"), "{err}");
         let err = Response::parse(b"HTTP/1.1 2").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-        let err = Response::parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nxx\r\n").unwrap_err();
+        let err = Response::parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nxx\r\n")
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }

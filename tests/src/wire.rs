@@ -84,11 +84,7 @@ impl<S: Source> Reader<S> {
 
     /// Moves the buffered bytes into `decoder` (`Fill::Data(0)`), or when there are
     /// none, reads once and moves what came (or the end of the stream).
-    fn feed(
-        &mut self,
-        decoder: &mut ResponseDecoder,
-        deadline: Instant,
-    ) -> io::Result<Fill> {
+    fn feed(&mut self, decoder: &mut ResponseDecoder, deadline: Instant) -> io::Result<Fill> {
         let fill = if self.buf.is_empty() {
             self.fill(deadline)?
         } else {

@@ -302,7 +302,9 @@ pub fn send(base: &Base, req: &Request<'_>, stop: &dyn Fn() -> bool) -> Result<R
 /// The core's response error, as a sentence for the user.
 fn unreadable(e: ResponseError) -> String {
     match e {
-        ResponseError::ClosedBeforeHead => "the server closed the connection before answering".into(),
+        ResponseError::ClosedBeforeHead => {
+            "the server closed the connection before answering".into()
+        }
         ResponseError::Truncated => "the connection closed in the middle of the response".into(),
         ResponseError::MalformedHead(_) => format!("the server's answer is not HTTP/1.1 ({e})"),
         e => format!("the server's answer cannot be read: {e}"),
@@ -310,7 +312,10 @@ fn unreadable(e: ResponseError) -> String {
 }
 
 /// One read from `stream` into `decoder`: bytes, the end of the stream, or a tick.
-fn fill(stream: &mut TcpStream, decoder: &mut dyn FnMut(Option<&[u8]>)) -> Result<Progress, String> {
+fn fill(
+    stream: &mut TcpStream,
+    decoder: &mut dyn FnMut(Option<&[u8]>),
+) -> Result<Progress, String> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         match stream.read(&mut chunk) {
