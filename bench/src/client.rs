@@ -1,5 +1,5 @@
-//! The load client: plain HTTP/1.1 over `std::net`, chunked bodies undone by hand,
-//! SSE parsed by `spout_core::sse::Decoder`, and every line of every event checked
+//! The load client: plain HTTP/1.1 over `std::net`, responses read by the core's
+//! decoder chained into its SSE decoder (`spout_core::client`), and every line of every event checked
 //! against the generator's sequence numbers (so "every event once and in order" is
 //! checked by content, for every peer, whatever its event ids look like).
 
@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use spout_core::client::{EventStreamDecoder, Progress, ResponseDecoder};
 use spout_core::sse::{Decoder, Item};
 
 /// Sends one request with a JSON body and returns (status, body).
@@ -22,36 +23,19 @@ pub fn post_json(addr: SocketAddr, path: &str, json: &str) -> Result<(u16, Strin
         json.len()
     );
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut body = Body::open(s)?;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match body.read(&mut buf)? {
-            0 => break,
-            n => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    Ok((body.status, String::from_utf8_lossy(&out).into_owned()))
+    let body = Body::open(s)?;
+    let status = body.status;
+    let out = body.read_to_end()?;
+    Ok((status, String::from_utf8_lossy(&out).into_owned()))
 }
 
-/// A response body being read: the head parsed, chunked framing undone.
+/// A response being read: the head parsed by the core's decoder, which also holds
+/// the body bytes that came with it.
 pub struct Body {
     stream: TcpStream,
     /// The response status.
     pub status: u16,
-    raw: Vec<u8>,
-    pos: usize,
-    framing: Framing,
-}
-
-enum Framing {
-    /// Bytes left in the current chunk; `None` when a size line is due next.
-    Chunked(Option<usize>),
-    /// A chunk's data has been read; its trailing CRLF is due.
-    ChunkEnd,
-    Length(u64),
-    Close,
-    Done,
+    decoder: ResponseDecoder,
 }
 
 impl Body {
@@ -60,157 +44,70 @@ impl Body {
     /// # Errors
     /// When the connection fails or the head is not HTTP/1.x.
     pub fn open(mut stream: TcpStream) -> Result<Body, String> {
-        let mut raw = Vec::with_capacity(64 * 1024);
+        let mut decoder = ResponseDecoder::new("GET");
         let mut buf = [0u8; 8192];
-        let end = loop {
-            if let Some(i) = find(&raw, b"\r\n\r\n") {
-                break i + 4;
+        loop {
+            match decoder.poll_head() {
+                Ok(Some(head)) => {
+                    let status = head.status;
+                    return Ok(Body {
+                        stream,
+                        status,
+                        decoder,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("read head: {e}")),
             }
-            let n = stream
-                .read(&mut buf)
-                .map_err(|e| format!("read head: {e}"))?;
-            if n == 0 {
-                return Err("connection closed before the response head".into());
-            }
-            raw.extend_from_slice(&buf[..n]);
-        };
-        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("not an HTTP response: {head:?}"))?;
-        let header = |name: &str| {
-            head.lines()
-                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
-        };
-        let framing = if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
-            Framing::Chunked(None)
-        } else if let Some(n) = header("content-length:").and_then(|v| v.parse().ok()) {
-            Framing::Length(n)
-        } else if status == 204 || status == 304 {
-            Framing::Done
-        } else {
-            Framing::Close
-        };
-        Ok(Body {
-            stream,
-            status,
-            raw,
-            pos: end,
-            framing,
-        })
+            read_into(&mut stream, &mut buf, |bytes| match bytes {
+                Some(bytes) => decoder.handle_bytes(bytes),
+                None => decoder.handle_eof(),
+            })?;
+        }
     }
 
-    /// Reads body bytes into `out`; 0 at the end of the body.
+    /// Reads the whole body.
     ///
     /// # Errors
-    /// A read error or broken chunk framing.
-    pub fn read(&mut self, out: &mut [u8]) -> Result<usize, String> {
+    /// A read error, broken framing, or a body cut short.
+    pub fn read_to_end(mut self) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
         loop {
-            match self.framing {
-                Framing::Done => return Ok(0),
-                Framing::Chunked(None) => {
-                    if let Some(i) = find(&self.raw[self.pos..], b"\r\n") {
-                        let line = String::from_utf8_lossy(&self.raw[self.pos..self.pos + i]);
-                        let size = line.split(';').next().unwrap_or("").trim();
-                        let size = usize::from_str_radix(size, 16)
-                            .map_err(|_| format!("bad chunk size {line:?}"))?;
-                        self.pos += i + 2;
-                        if size == 0 {
-                            self.framing = Framing::Done;
-                            return Ok(0);
-                        }
-                        self.framing = Framing::Chunked(Some(size));
-                        continue;
-                    }
-                }
-                Framing::Chunked(Some(left)) => {
-                    let have = self.raw.len() - self.pos;
-                    if have > 0 {
-                        let n = left.min(have).min(out.len());
-                        out[..n].copy_from_slice(&self.raw[self.pos..self.pos + n]);
-                        self.pos += n;
-                        self.framing = if left == n {
-                            Framing::ChunkEnd
-                        } else {
-                            Framing::Chunked(Some(left - n))
-                        };
-                        return Ok(n);
-                    }
-                }
-                Framing::ChunkEnd => {}
-                Framing::Length(0) => {
-                    self.framing = Framing::Done;
-                    return Ok(0);
-                }
-                Framing::Length(left) => {
-                    let have = self.raw.len() - self.pos;
-                    if have > 0 {
-                        let n = (left as usize).min(have).min(out.len());
-                        out[..n].copy_from_slice(&self.raw[self.pos..self.pos + n]);
-                        self.pos += n;
-                        self.framing = Framing::Length(left - n as u64);
-                        return Ok(n);
-                    }
-                }
-                Framing::Close => {
-                    let have = self.raw.len() - self.pos;
-                    if have > 0 {
-                        let n = have.min(out.len());
-                        out[..n].copy_from_slice(&self.raw[self.pos..self.pos + n]);
-                        self.pos += n;
-                        return Ok(n);
-                    }
-                }
+            match self.decoder.poll_body(&mut out) {
+                Ok(Progress::Complete) => return Ok(out),
+                Ok(Progress::Partial) => {}
+                Err(e) => return Err(e.to_string()),
             }
-            if let Framing::ChunkEnd = self.framing {
-                if self.raw.len() - self.pos >= 2 {
-                    self.pos += 2;
-                    self.framing = Framing::Chunked(None);
-                    continue;
-                }
-            }
-            self.fill()?;
+            let decoder = &mut self.decoder;
+            read_into(&mut self.stream, &mut buf, |bytes| match bytes {
+                Some(bytes) => decoder.handle_bytes(bytes),
+                None => decoder.handle_eof(),
+            })?;
         }
-    }
-
-    /// Reads more from the socket into `raw`, dropping what was consumed.
-    fn fill(&mut self) -> Result<(), String> {
-        if self.pos > 0 {
-            self.raw.drain(..self.pos);
-            self.pos = 0;
-        }
-        let len = self.raw.len();
-        // 64 KiB a read: what a socket usually holds, and cheap to zero.
-        self.raw.resize(len + 64 * 1024, 0);
-        let n = loop {
-            match self.stream.read(&mut self.raw[len..]) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        let n = match n {
-            Ok(n) => n,
-            Err(e) => {
-                self.raw.truncate(len);
-                return Err(format!("read: {e}"));
-            }
-        };
-        self.raw.truncate(len + n);
-        if n == 0 {
-            if let Framing::Close = self.framing {
-                self.framing = Framing::Done;
-                return Ok(());
-            }
-            return Err("connection closed inside the body".into());
-        }
-        Ok(())
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// One read from `stream` into `buf`, handed to `to` (`None` at the end of the stream).
+fn read_into(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    mut to: impl FnMut(Option<&[u8]>),
+) -> Result<(), String> {
+    loop {
+        match stream.read(buf) {
+            Ok(0) => {
+                to(None);
+                return Ok(());
+            }
+            Ok(n) => {
+                to(Some(&buf[..n]));
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
 }
 
 /// Nanoseconds since the epoch (the generator stamps lines with the same clock).
@@ -289,7 +186,7 @@ pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(timeout)))
         .ok();
-    let mut body = Body::open(stream)?;
+    let body = Body::open(stream)?;
     if body.status != 200 {
         return Err(format!("{} answered {}", w.path, body.status));
     }
@@ -298,7 +195,8 @@ pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
     }
     let stopped = || w.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
     let mut seen = Seen::default();
-    let mut dec = Decoder::new();
+    let (mut stream, decoder) = (body.stream, body.decoder);
+    let mut events = EventStreamDecoder::new(decoder, Decoder::new());
     let mut buf = vec![0u8; 256 * 1024];
     let mut next_seq = w.first_seq;
     let mut last_id: Option<u64> = w.last_event_id.as_deref().and_then(|s| s.parse().ok());
@@ -307,18 +205,15 @@ pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
         if stopped() {
             return Ok(seen);
         }
-        let n = match body.read(&mut buf) {
-            Ok(n) => n,
-            Err(_) if w.stop.is_some() => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            break;
-        }
-        seen.bytes += n as u64;
-        dec.feed(&buf[..n]);
-        while let Some(item) = dec.poll() {
-            let Item::Event(ev) = item else { continue };
+        loop {
+            let ev = match events.poll_item() {
+                Ok(Some(Item::Event(ev))) => ev,
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                // A slow reader's checks hold for what it read.
+                Err(_) if w.stop.is_some() => return Ok(seen),
+                Err(e) => return Err(e.to_string()),
+            };
             if w.consecutive_ids {
                 let id: u64 = ev
                     .last_event_id
@@ -373,8 +268,19 @@ pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
             }
             carry.drain(..whole);
         }
-        if seen.exited {
+        seen.bytes = events.response().body_len();
+        if seen.exited || events.response().is_complete() {
             break;
+        }
+        let read = read_into(&mut stream, &mut buf, |bytes| match bytes {
+            Some(bytes) => events.handle_bytes(bytes),
+            None => events.handle_eof(),
+        });
+        match read {
+            Ok(()) => {}
+            // A slow reader's 1 s read timeout: look at the stop flag again.
+            Err(_) if w.stop.is_some() => continue,
+            Err(e) => return Err(e),
         }
         if let Some(p) = w.read_pause {
             std::thread::sleep(p);
@@ -429,14 +335,8 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut body = Body::open(s)?;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match body.read(&mut buf)? {
-            0 => break,
-            n => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    Ok((body.status, String::from_utf8_lossy(&out).into_owned()))
+    let body = Body::open(s)?;
+    let status = body.status;
+    let out = body.read_to_end()?;
+    Ok((status, String::from_utf8_lossy(&out).into_owned()))
 }

@@ -59,6 +59,7 @@
 //! - [`job`]: a job's lifecycle, deadlines and the actions it asks of a runtime.
 //! - [`registry`]: the server's state and the answer to every request.
 //! - [`http`]: request checks, routing, auth, CORS, response heads, chunk framing.
+//! - [`client`]: the client side: HTTP/1.1 responses decoded, chained into [`sse`].
 //! - [`config`], [`cli`], [`demo`]: configuration, command lines, demo commands.
 //! - [`archive`]: the archive's framed record format.
 //! - [`event`], [`id`]: the events' JSON data and the ids.
@@ -70,6 +71,7 @@
 pub mod archive;
 pub mod assembler;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod event;

@@ -2,9 +2,9 @@
 //! `spout run SERVER COMMAND [ARGS…]` starts a job and follows it (docs/client.md).
 //!
 //! Blocking std sockets, one thread: the client follows one stream at a time, so
-//! it has no use for an executor. The stream is read with the core's
-//! [`Decoder`] (the WHATWG rules a browser applies); like a browser's
-//! `EventSource`, the client reconnects after the server's `retry` delay with
+//! it has no use for an executor. The stream is read with the core's response
+//! decoder chained into its SSE [`Decoder`] (the WHATWG rules a browser applies);
+//! like a browser's `EventSource`, the client reconnects after the server's `retry` delay with
 //! `Last-Event-ID`, so a dropped connection loses and repeats nothing. Unlike a
 //! browser, it backs off (exponentially, jittered, capped) while the server is down,
 //! gives up after a while, and treats 45 s without a byte (three missed heartbeats)
@@ -227,7 +227,7 @@ impl Client {
             let why = match self.connect(job) {
                 Ok(mut response) => match response.status {
                     200 if is_event_stream(&response) => {
-                        match self.stream(job, &mut response, &mut retry) {
+                        match self.stream(job, response, &mut retry) {
                             Ok(StreamEnd::Exit(status)) => return status,
                             Ok(StreamEnd::Dropped {
                                 progress: true,
@@ -335,49 +335,24 @@ impl Client {
     fn stream(
         &mut self,
         job: &JobUrl,
-        response: &mut Response,
+        response: Response,
         retry: &mut Duration,
     ) -> Result<StreamEnd, Stop> {
-        let mut decoder = Decoder::with_max_line(MAX_LINE);
-        let mut body = Vec::new();
+        let mut events = response.into_events(Decoder::with_max_line(MAX_LINE));
         let mut progress = false;
         let mut last_byte = Instant::now();
         loop {
             if let Some(status) = self.check_interrupt(job) {
                 return Err(status);
             }
-            body.clear();
-            match response.read_body(&mut body) {
-                Ok(Progress::Data) => last_byte = Instant::now(),
-                Ok(Progress::Idle) if last_byte.elapsed() >= DEAD_AFTER => {
-                    let why = format!("no data from the server for {} s", DEAD_AFTER.as_secs());
-                    return Ok(StreamEnd::Dropped {
-                        progress,
-                        why: Some(why),
-                    });
-                }
-                Ok(Progress::Idle) => continue,
-                Ok(Progress::End) => {
-                    return Ok(StreamEnd::Dropped {
-                        progress,
-                        why: None,
-                    })
-                }
-                Err(why) => {
-                    return Ok(StreamEnd::Dropped {
-                        progress,
-                        why: (!progress).then_some(why),
-                    })
-                }
-            }
-            decoder.feed(&body);
-            while let Some(item) = decoder.poll() {
-                match item {
-                    Item::Retry(ms) => *retry = Duration::from_millis(ms),
-                    Item::Event(event) => {
+            // Show everything that has arrived, then read more.
+            loop {
+                match events.poll_item() {
+                    Ok(Some(Item::Retry(ms))) => *retry = Duration::from_millis(ms),
+                    Ok(Some(Item::Event(event))) => {
                         progress = true;
-                        if !decoder.last_event_id().is_empty() {
-                            self.position = Position::After(decoder.last_event_id().to_owned());
+                        if !events.last_event_id().is_empty() {
+                            self.position = Position::After(events.last_event_id().to_owned());
                         }
                         match self.printer.show(&event) {
                             Ok(Some(status)) => return Ok(StreamEnd::Exit(status)),
@@ -385,7 +360,37 @@ impl Client {
                             Err(_) => return Err(code::OUTPUT),
                         }
                     }
-                    _ => {}
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(why) => {
+                        return Ok(StreamEnd::Dropped {
+                            progress,
+                            why: (!progress).then_some(why),
+                        })
+                    }
+                }
+            }
+            if events.is_complete() {
+                return Ok(StreamEnd::Dropped {
+                    progress,
+                    why: None,
+                });
+            }
+            match events.read() {
+                Ok(Progress::Data | Progress::End) => last_byte = Instant::now(),
+                Ok(Progress::Idle) if last_byte.elapsed() >= DEAD_AFTER => {
+                    let why = format!("no data from the server for {} s", DEAD_AFTER.as_secs());
+                    return Ok(StreamEnd::Dropped {
+                        progress,
+                        why: Some(why),
+                    });
+                }
+                Ok(Progress::Idle) => {}
+                Err(why) => {
+                    return Ok(StreamEnd::Dropped {
+                        progress,
+                        why: (!progress).then_some(why),
+                    })
                 }
             }
         }

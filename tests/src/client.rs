@@ -1,7 +1,8 @@
 //! A small blocking HTTP/1.1 client for the cases: one request per connection, read
-//! and write timeouts, bodies de-framed (`Content-Length`, chunked, or close).
+//! and write timeouts, responses decoded by the core's `spout_core::client`.
 
 use crate::wire::{self, Fill, Reader};
+use spout_core::client::{Progress, ResponseDecoder};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -240,40 +241,21 @@ fn read_response_keeping_rest<S: wire::Source>(
     request_was_head: bool,
     deadline: Instant,
 ) -> io::Result<(Response, Reader<S>)> {
-    let head = reader.read_head(deadline)?;
-    let mut framing = head.framing(request_was_head)?;
+    let method = if request_was_head { "HEAD" } else { "GET" };
+    let mut decoder = ResponseDecoder::new(method);
+    let head = reader.read_head(&mut decoder, deadline)?;
     let mut body = Vec::new();
-    let mut input = std::mem::take(&mut reader.buf);
-    loop {
-        framing.decode(&mut input, &mut body)?;
-        if framing.is_done() {
-            break;
-        }
-        match reader.fill(deadline)? {
-            Fill::Data(_) => input.append(&mut reader.buf),
-            Fill::Eof => {
-                if framing.on_eof() {
-                    break;
-                }
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "body cut short ({framing:?}) after {} bytes: {:?}",
-                        body.len(),
-                        String::from_utf8_lossy(&body)
-                    ),
-                ));
-            }
-            Fill::TimedOut => {
-                return Err(wire::timed_out(&format!(
-                    "the end of a {} response body ({framing:?}, {} bytes so far)",
-                    head.status,
-                    body.len()
-                )))
-            }
+    while reader.read_body(&mut decoder, &mut body, deadline)? != Progress::Complete {
+        if Instant::now() >= deadline {
+            return Err(wire::timed_out(&format!(
+                "the end of a {} response body ({:?}, {} bytes so far)",
+                head.status,
+                decoder.framing(),
+                body.len()
+            )));
         }
     }
-    reader.buf = input;
+    reader.buf = decoder.rest().to_vec();
     Ok((
         Response {
             status: head.status,
@@ -282,4 +264,44 @@ fn read_response_keeping_rest<S: wire::Source>(
         },
         reader,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interim_heads_are_skipped() {
+        let wire: &[u8] =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n";
+        let response = Response::parse(wire).unwrap();
+        assert_eq!(response.status, 201);
+        assert_eq!(response.header("location"), Some("/x"));
+    }
+
+    #[test]
+    fn pipelined_answers_parse_in_order() {
+        let wire: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+            HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}\
+            HTTP/1.1 200 OK\r\n\r\nuntil close";
+        let all = Response::parse_all(wire).unwrap();
+        let got: Vec<(u16, &[u8])> = all.iter().map(|r| (r.status, &r.body[..])).collect();
+        assert_eq!(
+            got,
+            [(200, &b"hi"[..]), (404, b"{}"), (200, b"until close")]
+        );
+    }
+
+    #[test]
+    fn a_body_cut_short_is_an_error() {
+        let err = Response::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhalf").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("half"), "{err}");
+        let err = Response::parse(b"HTTP/1.1 2").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let err = Response::parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nxx\r\n")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
 }

@@ -1,9 +1,11 @@
-//! An SSE response read as it arrives: the chunked body is de-framed incrementally,
-//! every body byte is kept (for exact-wire snapshots) and fed, only when a case asks
-//! for items, to the core's `spout_core::sse::Decoder`.
+//! An SSE response read as it arrives: the core's response decoder
+//! (`spout_core::client`) de-frames the body incrementally, every body byte is kept
+//! (for exact-wire snapshots) and fed, only when a case asks for items, to the core's
+//! `spout_core::sse::Decoder`.
 
 use crate::client::{self, Response, DEFAULT_TIMEOUT};
-use crate::wire::{self, Fill, Framing, Reader};
+use crate::wire::{self, Reader};
+use spout_core::client::{Progress, ResponseDecoder};
 use spout_core::sse::{Decoder, Dispatched, Item};
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -15,7 +17,8 @@ pub struct EventStream {
     reader: Reader<TcpStream>,
     status: u16,
     headers: Vec<(String, String)>,
-    framing: Framing,
+    /// The core's response decoder: framing, and where the body is.
+    response: ResponseDecoder,
     /// Every body byte so far, de-chunked.
     raw: Vec<u8>,
     /// How much of `raw` the decoder has seen.
@@ -64,13 +67,13 @@ fn try_open(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     let mut reader = Reader::new(stream);
-    let head = reader.read_head(deadline)?;
-    let framing = head.framing(false)?;
+    let mut response = ResponseDecoder::new("GET");
+    let head = reader.read_head(&mut response, deadline)?;
     let mut events = EventStream {
         reader,
         status: head.status,
         headers: head.headers,
-        framing,
+        response,
         raw: Vec::new(),
         fed: 0,
         decoder: Decoder::new(),
@@ -138,13 +141,13 @@ impl EventStream {
     /// Whether the body is over: its end arrived (the zero chunk), or the connection
     /// was closed or reset, or [`Self::close`] was called.
     pub fn ended(&self) -> bool {
-        self.framing.is_done() || self.dropped.is_some()
+        self.finished() || self.dropped.is_some()
     }
 
     /// Whether the body ended cleanly: the zero chunk (or, for a body without chunked
     /// framing, its length or the server's close) arrived.
     pub fn finished(&self) -> bool {
-        self.framing.is_done()
+        self.response.is_complete()
     }
 
     /// Why the connection ended without the body's end, if it did.
@@ -262,38 +265,27 @@ impl EventStream {
     /// or the body is over.
     ///
     /// # Panics
-    /// On bad chunk framing: that is a server bug the case must see.
+    /// On bad framing: that is a server bug the case must see.
     fn read_more(&mut self, deadline: Instant) -> bool {
-        loop {
-            let before = self.raw.len();
-            if let Err(e) = self.framing.decode(&mut self.reader.buf, &mut self.raw) {
-                panic!(
-                    "bad framing in the event stream: {e}\nbody so far:\n{}",
-                    self.raw_text()
-                );
-            }
-            if self.raw.len() > before {
-                return true;
-            }
-            if self.ended() {
-                return false;
-            }
-            match self.reader.fill(deadline) {
-                Ok(Fill::Data(_)) => {}
-                Ok(Fill::TimedOut) => return false,
-                Ok(Fill::Eof) => {
-                    if !self.framing.on_eof() {
-                        self.dropped =
-                            Some(format!("connection closed mid-body ({:?})", self.framing));
-                    }
-                    return false;
-                }
-                Err(e) => {
-                    self.dropped = Some(format!("connection error: {e}"));
-                    return false;
-                }
-            }
+        if self.ended() {
+            return false;
         }
+        let before = self.raw.len();
+        match self
+            .reader
+            .read_body(&mut self.response, &mut self.raw, deadline)
+        {
+            Ok(Progress::Partial | Progress::Complete) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.dropped = Some(format!("connection closed mid-body: {e}"));
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => panic!(
+                "bad framing in the event stream: {e}\nbody so far:\n{}",
+                self.raw_text()
+            ),
+            Err(e) => self.dropped = Some(format!("connection error: {e}")),
+        }
+        self.raw.len() > before
     }
 }
 

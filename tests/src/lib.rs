@@ -13,8 +13,8 @@
 //!    stderr drained into a buffer that failing tests print; [`run_to_exit`] for a
 //!    command line the server must refuse.
 //! 3. [`request`], [`get`], [`post_json`], [`delete`], [`raw`] (`client.rs`): a small
-//!    blocking client with timeouts; bodies framed by `Content-Length`, chunked encoding
-//!    or close, parsed with `httparse`.
+//!    blocking client with timeouts; responses read by the core's decoder
+//!    (`spout_core::client`: `Content-Length`, chunked encoding or close).
 //! 4. [`EventStream`] (`events.rs`): an SSE response read incrementally, every
 //!    de-chunked byte kept for exact-wire snapshots and fed to `spout_core::sse::Decoder`.
 //! 5. [`CutProxy`] (`proxy.rs`): a loopback TCP proxy that drops connections on demand,

@@ -1,6 +1,6 @@
 //! The client's HTTP/1.1 plumbing, blocking std: parsing the URLs it is given,
-//! writing one request per connection, reading the response head (httparse) and
-//! de-chunking the body (`httparse::parse_chunk_size`).
+//! writing one request per connection, and moving the response's bytes into the
+//! core's decoders (`spout_core::client`: the head, the body's framing, the events).
 //!
 //! Plain `http://` only: there is no TLS in this client (use an SSH tunnel or a
 //! local TLS-terminating proxy to reach a server over the internet).
@@ -8,6 +8,10 @@
 //! Every read waits at most [`TICK`], so the caller can look at its interrupt flag
 //! and its idle deadline between reads without a second thread on the socket.
 
+use spout_core::client::{
+    EventStreamDecoder, Head, Progress as Framed, ResponseDecoder, ResponseError,
+};
+use spout_core::sse::{self, Item};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -17,12 +21,8 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_millis(200);
 /// Bound on connecting and on writing a request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bound on a response head (a spout head is a few hundred bytes).
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Bound on a non-streamed body (status JSON, errors).
 const MAX_BODY_BYTES: usize = 1 << 20;
-/// Bound on a chunk-size line, extensions included.
-const MAX_CHUNK_LINE: usize = 1024;
 
 /// A parsed `http://host[:port][/prefix]` base, for a server or a job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,45 +196,22 @@ pub struct Request<'a> {
 pub struct Response {
     /// The status code.
     pub status: u16,
-    /// Header fields, names lowercased.
-    pub headers: Vec<(String, String)>,
+    head: Head,
     stream: TcpStream,
-    /// Body bytes read with the head, not yet de-framed.
-    pending: Vec<u8>,
-    framing: Framing,
+    /// The core's decoder, holding body bytes read with the head.
+    decoder: ResponseDecoder,
 }
 
-/// How the body ends.
-enum Framing {
-    Chunked(Chunked),
-    Length(u64),
-    Close,
-    Done,
-}
-
-/// Where the chunked decoder is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunked {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk, this many data bytes to go.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// The last chunk arrived (trailers, if any, are ignored).
-    Finished,
-}
-
-/// What [`Response::read_body`] found.
+/// What [`Response::read_body`] and [`EventStream::read`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Progress {
-    /// Body bytes were appended to the output (the body may have ended too: the
-    /// next call says [`Progress::End`]).
+    /// Body bytes arrived (the body may have ended too: the next call says
+    /// [`Progress::End`]).
     Data,
     /// No byte within [`TICK`]; the caller checks its deadlines and calls again.
     Idle,
-    /// The body ended as framed (last chunk, length reached, or close for a
-    /// close-delimited body).
+    /// The body ended as framed ([`Response::read_body`]), or the server closed the
+    /// connection ([`EventStream::read`]: its next items tell how it ended).
     End,
 }
 
@@ -288,52 +265,24 @@ pub fn send(base: &Base, req: &Request<'_>, stop: &dyn Fn() -> bool) -> Result<R
 
     // Read until the head is complete.
     let started = Instant::now();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut decoder = ResponseDecoder::new(req.method);
     let mut chunk = [0u8; 8192];
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Response::new(&mut fields);
-        match parsed.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let status = parsed.code.unwrap_or(0);
-                let headers: Vec<(String, String)> = parsed
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_ascii_lowercase(),
-                            String::from_utf8_lossy(h.value).trim().to_owned(),
-                        )
-                    })
-                    .collect();
-                let framing = framing(req.method, status, &headers)?;
+        match decoder.poll_head() {
+            Ok(Some(head)) => {
                 return Ok(Response {
-                    status,
-                    headers,
+                    status: head.status,
+                    head: head.clone(),
                     stream,
-                    pending: buf[len..].to_vec(),
-                    framing,
-                });
+                    decoder,
+                })
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(Failure::Exchange(
-                    "the server's response head is too large".into(),
-                ))
-            }
-            Err(e) => {
-                return Err(Failure::Exchange(format!(
-                    "the server's answer is not HTTP/1.1 ({e})"
-                )))
-            }
+            Ok(None) => {}
+            Err(e) => return Err(Failure::Exchange(unreadable(e))),
         }
         match stream.read(&mut chunk) {
-            Ok(0) => {
-                return Err(Failure::Exchange(
-                    "the server closed the connection before answering".into(),
-                ))
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(0) => decoder.handle_eof(),
+            Ok(n) => decoder.handle_bytes(&chunk[..n]),
             Err(e) if is_tick(&e) => {
                 if stop() {
                     return Err(Failure::Stopped);
@@ -350,26 +299,38 @@ pub fn send(base: &Base, req: &Request<'_>, stop: &dyn Fn() -> bool) -> Result<R
     }
 }
 
-/// The body framing of a response, per RFC 9112 §6.3.
-fn framing(method: &str, status: u16, headers: &[(String, String)]) -> Result<Framing, Failure> {
-    if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
-        return Ok(Framing::Done);
+/// The core's response error, as a sentence for the user.
+fn unreadable(e: ResponseError) -> String {
+    match e {
+        ResponseError::ClosedBeforeHead => {
+            "the server closed the connection before answering".into()
+        }
+        ResponseError::Truncated => "the connection closed in the middle of the response".into(),
+        ResponseError::MalformedHead(_) => format!("the server's answer is not HTTP/1.1 ({e})"),
+        e => format!("the server's answer cannot be read: {e}"),
     }
-    let field = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-    if let Some(te) = field("transfer-encoding") {
-        return if te.eq_ignore_ascii_case("chunked") {
-            Ok(Framing::Chunked(Chunked::Size))
-        } else {
-            Err(Failure::Exchange(format!(
-                "the server sent Transfer-Encoding {te:?}, which spout does not read"
-            )))
-        };
-    }
-    match field("content-length") {
-        Some(len) => len.parse().map(Framing::Length).map_err(|_| {
-            Failure::Exchange(format!("the server sent a bad Content-Length {len:?}"))
-        }),
-        None => Ok(Framing::Close),
+}
+
+/// One read from `stream` into `decoder`: bytes, the end of the stream, or a tick.
+fn fill(
+    stream: &mut TcpStream,
+    decoder: &mut dyn FnMut(Option<&[u8]>),
+) -> Result<Progress, String> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                decoder(None);
+                return Ok(Progress::End);
+            }
+            Ok(n) => {
+                decoder(Some(&chunk[..n]));
+                return Ok(Progress::Data);
+            }
+            Err(e) if is_tick(&e) => return Ok(Progress::Idle),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("the connection broke: {e}")),
+        }
     }
 }
 
@@ -381,41 +342,36 @@ fn is_tick(e: &io::Error) -> bool {
 }
 
 impl Response {
-    /// The first field named `name` (lowercase).
+    /// The first field named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.head.header(name)
     }
 
     /// Reads body bytes into `out`, waiting at most about [`TICK`].
     ///
     /// # Errors
-    /// When the connection breaks before the body's framed end, or the chunked
-    /// framing is malformed: a message for the user.
+    /// When the connection breaks before the body's framed end, or the framing is
+    /// malformed: a message for the user.
     pub fn read_body(&mut self, out: &mut Vec<u8>) -> Result<Progress, String> {
         loop {
             let before = out.len();
-            let ended = self.decode(out)?;
-            // Data first: the last bytes and the body's end often come together.
+            let framed = self.decoder.poll_body(out);
+            // Data first: the last bytes and the body's end (or fault) often come
+            // together, and the decoder says the same again on the next call.
             if out.len() > before {
                 return Ok(Progress::Data);
             }
-            if ended {
-                return Ok(Progress::End);
+            match framed.map_err(unreadable)? {
+                Framed::Complete => return Ok(Progress::End),
+                Framed::Partial => {}
             }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.stream.read(&mut chunk) {
-                Ok(0) if matches!(self.framing, Framing::Close) => {
-                    self.framing = Framing::Done;
-                    return Ok(Progress::End);
-                }
-                Ok(0) => return Err("the connection closed in the middle of the response".into()),
-                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
-                Err(e) if is_tick(&e) => return Ok(Progress::Idle),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("the connection broke: {e}")),
+            let decoder = &mut self.decoder;
+            if fill(&mut self.stream, &mut |bytes| match bytes {
+                Some(bytes) => decoder.handle_bytes(bytes),
+                None => decoder.handle_eof(),
+            })? == Progress::Idle
+            {
+                return Ok(Progress::Idle);
             }
         }
     }
@@ -441,75 +397,54 @@ impl Response {
         }
     }
 
-    /// Moves de-framed bytes from `pending` to `out`; true once the body has ended.
-    fn decode(&mut self, out: &mut Vec<u8>) -> Result<bool, String> {
-        match &mut self.framing {
-            Framing::Done => Ok(true),
-            Framing::Close => {
-                out.append(&mut self.pending);
-                Ok(false)
-            }
-            Framing::Length(left) => {
-                let take = usize::try_from(*left)
-                    .unwrap_or(usize::MAX)
-                    .min(self.pending.len());
-                out.extend(self.pending.drain(..take));
-                *left -= take as u64;
-                Ok(*left == 0)
-            }
-            Framing::Chunked(state) => {
-                let used = dechunk(state, &self.pending, out)?;
-                self.pending.drain(..used);
-                Ok(*state == Chunked::Finished)
-            }
+    /// The body as an event stream, decoded by `events`.
+    pub fn into_events(self, events: sse::Decoder) -> EventStream {
+        EventStream {
+            stream: self.stream,
+            decoder: EventStreamDecoder::new(self.decoder, events),
         }
     }
 }
 
-/// Decodes as much of `input` as is complete; returns how many bytes it used.
-fn dechunk(state: &mut Chunked, input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
-    let mut at = 0;
-    loop {
-        let rest = &input[at..];
-        match *state {
-            Chunked::Finished => return Ok(at),
-            Chunked::Size => match httparse::parse_chunk_size(rest) {
-                Ok(httparse::Status::Complete((used, 0))) => {
-                    at += used;
-                    *state = Chunked::Finished;
-                }
-                Ok(httparse::Status::Complete((used, size))) => {
-                    at += used;
-                    *state = Chunked::Data(size);
-                }
-                Ok(httparse::Status::Partial) if rest.len() <= MAX_CHUNK_LINE => return Ok(at),
-                Ok(httparse::Status::Partial) | Err(_) => {
-                    return Err("the server's chunked framing is malformed".into())
-                }
-            },
-            Chunked::Data(left) => {
-                if rest.is_empty() {
-                    return Ok(at);
-                }
-                let take = usize::try_from(left).unwrap_or(usize::MAX).min(rest.len());
-                out.extend_from_slice(&rest[..take]);
-                at += take;
-                *state = match left - take as u64 {
-                    0 => Chunked::DataEnd,
-                    left => Chunked::Data(left),
-                };
-            }
-            Chunked::DataEnd => {
-                if rest.len() < 2 {
-                    return Ok(at);
-                }
-                if &rest[..2] != b"\r\n" {
-                    return Err("the server's chunked framing is malformed".into());
-                }
-                at += 2;
-                *state = Chunked::Size;
-            }
-        }
+/// A `200` event-stream response being read: the core's response decoder chained
+/// into its SSE decoder.
+pub struct EventStream {
+    stream: TcpStream,
+    decoder: EventStreamDecoder,
+}
+
+impl EventStream {
+    /// Reads once from the connection, waiting at most about [`TICK`]; then
+    /// [`EventStream::poll_item`] has what arrived.
+    ///
+    /// # Errors
+    /// When the connection breaks: a message for the user.
+    pub fn read(&mut self) -> Result<Progress, String> {
+        let decoder = &mut self.decoder;
+        fill(&mut self.stream, &mut |bytes| match bytes {
+            Some(bytes) => decoder.handle_bytes(bytes),
+            None => decoder.handle_eof(),
+        })
+    }
+
+    /// The next SSE item that has arrived; `None` when it needs more bytes or the
+    /// body has ended ([`EventStream::is_complete`]).
+    ///
+    /// # Errors
+    /// When the body's framing is malformed or the body was cut short (after the
+    /// items before the fault): a message for the user.
+    pub fn poll_item(&mut self) -> Result<Option<Item>, String> {
+        self.decoder.poll_item().map_err(unreadable)
+    }
+
+    /// Whether the body ended as framed.
+    pub fn is_complete(&self) -> bool {
+        self.decoder.response().is_complete()
+    }
+
+    /// The last event id seen (what a reconnect sends as `Last-Event-ID`).
+    pub fn last_event_id(&self) -> &str {
+        self.decoder.last_event_id()
     }
 }
 
@@ -583,24 +518,5 @@ mod tests {
             Base::parse("http://[::1]").unwrap().resolve().unwrap(),
             vec!["[::1]:80".parse().unwrap()]
         );
-    }
-
-    #[test]
-    fn dechunk_any_split() {
-        let wire = b"5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\nTrailer: x\r\n\r\n";
-        for split in 0..wire.len() {
-            let (mut state, mut out, mut pending) = (Chunked::Size, Vec::new(), Vec::new());
-            for part in [&wire[..split], &wire[split..]] {
-                pending.extend_from_slice(part);
-                let used = dechunk(&mut state, &pending, &mut out).unwrap();
-                pending.drain(..used);
-            }
-            assert_eq!(out, b"hello world!", "split at {split}");
-            assert_eq!(state, Chunked::Finished, "split at {split}");
-        }
-        let mut state = Chunked::Size;
-        assert!(dechunk(&mut state, b"3\r\nabcXY", &mut Vec::new()).is_err());
-        let mut state = Chunked::Size;
-        assert!(dechunk(&mut state, b"zz\r\n", &mut Vec::new()).is_err());
     }
 }
