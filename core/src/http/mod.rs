@@ -407,7 +407,7 @@ pub fn wants_event_stream(req: &Request<'_>) -> bool {
                 }
             }
             let take = |slot: &mut Option<(u8, u16)>, specificity: u8| {
-                if slot.map_or(true, |(s, _)| specificity > s) {
+                if slot.is_none_or(|(s, _)| specificity > s) {
                     *slot = Some((specificity, q));
                 }
             };
