@@ -57,6 +57,7 @@
 //! - [`log`]: a job's event log, its memory window, and archive-before-visible.
 //! - [`subscriber`]: a connection's cursor: resume, tail, gaps, heartbeats, end.
 //! - [`job`]: a job's lifecycle, deadlines and the actions it asks of a runtime.
+//! - [`feed`]: the live job list: a bounded change log and a list stream's cursor.
 //! - [`registry`]: the server's state and the answer to every request.
 //! - [`http`]: request checks, routing, auth, CORS, response heads, chunk framing.
 //! - [`client`]: the client side: HTTP/1.1 responses decoded, chained into [`sse`].
@@ -75,6 +76,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod feed;
 pub mod fuzzing;
 pub mod http;
 pub mod id;

@@ -24,16 +24,24 @@
 //! 4. Finished jobs are kept up to `max_retained_jobs` and `retention_s`; older ones
 //!    are dropped and named by [`Registry::poll_expired`] so the runtime deletes
 //!    their files.
+//! 5. Every change to the set of jobs is recorded in the [`Feed`]: a job created,
+//!    dropped by retention, or (when the runtime reports it with
+//!    [`Registry::handle_job_changed`]) in a new state. `GET /jobs` with
+//!    `Accept: text/event-stream` ([`http::wants_event_stream`]) streams it
+//!    ([`Reply::JobList`], counted against `max_subscribers`); the runtime drives
+//!    it with [`Registry::poll_list`], wakes it when [`Registry::list_version`] moves,
+//!    and calls [`Registry::unsubscribe_list`] when it ends.
 
 use crate::assembler::AssemblerConfig;
 use crate::config::{CommandSpec, Config};
 use crate::event::EndReason;
+use crate::feed::{ChangeKind, Feed, ListSubscriber};
 use crate::http::{self, ApiError, Request, Response, ResponseHead, Route};
 use crate::id::JobId;
 use crate::job::{Job, JobSettings, ALL_STATES};
 use crate::link::{self, LinkError, LinkKey};
 use crate::log::Persistence;
-use crate::subscriber::{Refusal, StreamSettings, SubscribeParams, Subscriber};
+use crate::subscriber::{Next, Refusal, StreamSettings, SubscribeParams, Subscriber};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -107,6 +115,14 @@ pub enum Reply {
         /// `?follow=1`.
         follow: bool,
     },
+    /// The live job list: write `head`, then drive `subscriber` with
+    /// [`Registry::poll_list`] until the client goes away.
+    JobList {
+        /// The `200` SSE head.
+        head: ResponseHead,
+        /// The cursor into the feed.
+        subscriber: ListSubscriber,
+    },
     /// A job was asked to stop: write `response`, then wake the job's driver so it
     /// drains the job's actions (the SIGTERM).
     Stopping {
@@ -125,7 +141,9 @@ impl Reply {
             Reply::Full(r)
             | Reply::Spawn { response: r, .. }
             | Reply::Stopping { response: r, .. } => r.head.status,
-            Reply::Stream { head, .. } | Reply::RawLog { head, .. } => head.status,
+            Reply::Stream { head, .. }
+            | Reply::RawLog { head, .. }
+            | Reply::JobList { head, .. } => head.status,
         }
     }
 }
@@ -252,6 +270,12 @@ pub struct Registry<C: JobCell = RefCell<Job>> {
     sent: Arc<SentCounters>,
     expired: Vec<JobId>,
     link_key: Option<LinkKey>,
+    /// The job list's change log.
+    feed: Feed,
+    /// The last change recorded per job, so a state is reported once.
+    reported: HashMap<JobId, ChangeKind>,
+    /// The server is shutting down: list streams end once they are caught up.
+    closing: bool,
 }
 
 /// Why a registry could not be built from a config.
@@ -311,6 +335,9 @@ impl<C: JobCell> Registry<C> {
             sent: Arc::new(SentCounters::default()),
             expired: Vec::new(),
             link_key,
+            feed: Feed::new(),
+            reported: HashMap::new(),
+            closing: false,
         })
     }
 
@@ -468,6 +495,7 @@ impl<C: JobCell> Registry<C> {
         inputs: Inputs,
     ) -> Reply {
         self.metrics.requests += 1;
+        self.feed.seed(inputs.random);
         let cors = admitted.cors_headers.clone();
         match self.decide(req, &admitted, body, inputs) {
             Ok(mut reply) => {
@@ -477,9 +505,9 @@ impl<C: JobCell> Registry<C> {
                     | Reply::Stopping { response: r, .. } => {
                         r.head.headers.extend(cors);
                     }
-                    Reply::Stream { head, .. } | Reply::RawLog { head, .. } => {
-                        head.headers.extend(cors)
-                    }
+                    Reply::Stream { head, .. }
+                    | Reply::RawLog { head, .. }
+                    | Reply::JobList { head, .. } => head.headers.extend(cors),
                 }
                 reply
             }
@@ -511,15 +539,28 @@ impl<C: JobCell> Registry<C> {
                 self.metrics_text(),
             ))),
             Route::Commands => Ok(Reply::Full(Response::json(200, &self.commands_json()))),
-            Route::ListJobs => {
-                let list: Vec<_> = self
-                    .order
-                    .iter()
-                    .rev()
-                    .filter_map(|id| self.with_job(*id, |j| j.status()))
-                    .collect();
-                Ok(Reply::Full(Response::json(200, &list)))
+            Route::ListJobs if http::wants_event_stream(req) => {
+                self.check_subscribers()?;
+                let heartbeat_event = heartbeat_param(query)?;
+                let mut head = http::sse_head();
+                head.push("Vary", "Accept".into());
+                if admitted.head_only {
+                    return Ok(Reply::Full(head_only(head)));
+                }
+                let subscriber = ListSubscriber::open(
+                    &self.feed,
+                    http::last_event_id(req, query),
+                    &self.stream,
+                    heartbeat_event,
+                    jitter(inputs.random),
+                    inputs.now,
+                );
+                self.subscribers += 1;
+                Ok(Reply::JobList { head, subscriber })
             }
+            Route::ListJobs => Ok(Reply::Full(
+                Response::json(200, &self.list()).with_header("Vary", "Accept"),
+            )),
             Route::CreateJob => self.create_job(req, body, inputs),
             Route::JobStatus(id) => Ok(Reply::Full(Response::json(
                 200,
@@ -540,35 +581,13 @@ impl<C: JobCell> Registry<C> {
             }),
             Route::JobEvents(id) => {
                 let cell = self.get(id)?;
-                if self.subscribers >= self.config.limits.max_subscribers {
-                    return Err(ApiError::Unavailable {
-                        message: format!(
-                            "the server has its maximum of {} subscribers",
-                            self.subscribers
-                        ),
-                        retry_after: RETRY_AFTER_S,
-                    });
-                }
+                self.check_subscribers()?;
                 let params = SubscribeParams {
                     last_event_id: http::last_event_id(req, query),
                     tail: query.get("tail"),
-                    heartbeat_event: match query.get("heartbeat") {
-                        None => None,
-                        Some("event") => Some(true),
-                        Some("comment") => Some(false),
-                        Some(other) => {
-                            return Err(ApiError::BadRequest(format!(
-                                "heartbeat must be \"event\" or \"comment\", not {other:?}"
-                            )))
-                        }
-                    },
+                    heartbeat_event: heartbeat_param(query)?,
                 };
-                let jitter = u32::from_le_bytes([
-                    inputs.random[0],
-                    inputs.random[1],
-                    inputs.random[2],
-                    inputs.random[3],
-                ]);
+                let jitter = jitter(inputs.random);
                 let watchers = self.watchers.get(&id).copied().unwrap_or(0) + 1;
                 let head_only_request = admitted.head_only;
                 let stream = &self.stream;
@@ -685,6 +704,83 @@ impl<C: JobCell> Registry<C> {
         Ok(Reply::Full(Response::json(201, &doc)))
     }
 
+    /// `503` when the server already has its maximum of streams (job and list).
+    fn check_subscribers(&self) -> Result<(), ApiError> {
+        if self.subscribers >= self.config.limits.max_subscribers {
+            return Err(ApiError::Unavailable {
+                message: format!(
+                    "the server has its maximum of {} subscribers",
+                    self.subscribers
+                ),
+                retry_after: RETRY_AFTER_S,
+            });
+        }
+        Ok(())
+    }
+
+    /// Every job's status, newest first (`GET /jobs`, and a list stream's snapshot).
+    fn list(&self) -> Vec<crate::job::Status> {
+        self.order
+            .iter()
+            .rev()
+            .filter_map(|id| self.jobs.get(id).map(|c| c.with(|j| j.status())))
+            .collect()
+    }
+
+    // ---- the live job list ----
+
+    /// A number that moves whenever list streams have something new to do (a change
+    /// recorded, or the server shutting down): a runtime compares it before and
+    /// after a registry call to know whether to wake them.
+    #[must_use]
+    pub fn list_version(&self) -> u64 {
+        self.feed.last_seq() + u64::from(self.closing)
+    }
+
+    /// The job list's change log (for tests and diagnostics).
+    #[must_use]
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// The runtime saw job `id` change (its driver drained the job's actions):
+    /// records a `running`, `stopping` or `exited` change if the job's state
+    /// reports one not recorded yet. Calling it when nothing changed is harmless.
+    pub fn handle_job_changed(&mut self, id: JobId) {
+        let Some(cell) = self.jobs.get(&id) else {
+            return;
+        };
+        let (kind, status) = cell.with(|job| (ChangeKind::for_state(job.state()), job.status()));
+        let Some(kind) = kind else {
+            return;
+        };
+        if self.reported.get(&id) == Some(&kind) {
+            return;
+        }
+        self.reported.insert(id, kind);
+        self.feed.record(kind, id.to_string(), Some(status));
+    }
+
+    /// Writes what list stream `sub` sends next into `buf` (see
+    /// [`ListSubscriber::poll_transmit`]). Once the server shuts down, a stream
+    /// that has sent every change ends ([`Next::End`]); its client reconnects to
+    /// the next server, which answers with a snapshot.
+    pub fn poll_list(&self, sub: &mut ListSubscriber, now: Instant, buf: &mut Vec<u8>) -> Next {
+        let next = sub.poll_transmit(&self.feed, || self.list(), now, buf);
+        if self.closing && matches!(next, Next::Wait(_)) {
+            return Next::End;
+        }
+        next
+    }
+
+    /// A list stream ended (client gone, write failed, or shutdown).
+    pub fn unsubscribe_list(&mut self, dropped: bool) {
+        self.subscribers = self.subscribers.saturating_sub(1);
+        if dropped {
+            self.metrics.drops += 1;
+        }
+    }
+
     fn get(&self, id: JobId) -> Result<Arc<C>, ApiError> {
         self.cell(id).ok_or_else(no_such_job)
     }
@@ -738,6 +834,7 @@ impl<C: JobCell> Registry<C> {
 
     /// Adds a job rebuilt from the archive at start-up.
     pub fn insert_restored(&mut self, job: Job, inputs: Inputs) {
+        self.feed.seed(inputs.random);
         self.insert(job, inputs);
         // Keep creation order whatever order the directory listed them in.
         let jobs = &self.jobs;
@@ -747,8 +844,13 @@ impl<C: JobCell> Registry<C> {
 
     fn insert(&mut self, job: Job, inputs: Inputs) {
         let id = job.id();
+        let status = job.status();
+        let kind = ChangeKind::for_state(job.state()).unwrap_or(ChangeKind::Created);
         self.jobs.insert(id, Arc::new(C::new(job)));
         self.order.push(id);
+        self.reported.insert(id, kind);
+        self.feed
+            .record(ChangeKind::Created, id.to_string(), Some(status));
         self.prune(inputs.wall);
     }
 
@@ -776,6 +878,7 @@ impl<C: JobCell> Registry<C> {
     /// Server shutdown: every running job is asked to stop
     /// (`reason: "server_shutdown"`). Returns the ids whose drivers must be woken.
     pub fn shutdown(&mut self, now: Instant) -> Vec<JobId> {
+        self.closing = true;
         let mut woken = Vec::new();
         for (id, cell) in &self.jobs {
             let stopped = cell.with(|job| {
@@ -804,6 +907,7 @@ impl<C: JobCell> Registry<C> {
             .map_or(0, |d| d.as_millis() as u64);
         let max_age_ms = limits.retention_s.saturating_mul(1000);
         let mut excess = self.order.len().saturating_sub(limits.max_retained_jobs);
+        let before = self.expired.len();
         let jobs = &mut self.jobs;
         let expired = &mut self.expired;
         self.order.retain(|id| {
@@ -824,6 +928,10 @@ impl<C: JobCell> Registry<C> {
             }
             true
         });
+        for id in &self.expired[before..] {
+            self.reported.remove(id);
+            self.feed.record(ChangeKind::Removed, id.to_string(), None);
+        }
     }
 
     fn commands_json(&self) -> Vec<CommandInfo<'_>> {
@@ -950,6 +1058,23 @@ fn is_loopback_host(host: &str) -> bool {
         || name
             .parse::<core::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The `?heartbeat=` of a stream: `event`, `comment`, or absent (the default).
+fn heartbeat_param(query: &http::Query) -> Result<Option<bool>, ApiError> {
+    match query.get("heartbeat") {
+        None => Ok(None),
+        Some("event") => Ok(Some(true)),
+        Some("comment") => Ok(Some(false)),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "heartbeat must be \"event\" or \"comment\", not {other:?}"
+        ))),
+    }
+}
+
+/// A stream's jitter from the request's randomness.
+fn jitter(random: [u8; 16]) -> u32 {
+    u32::from_le_bytes([random[0], random[1], random[2], random[3]])
 }
 
 /// The answer to a HEAD request for a streamed resource: the stream's head, no body.

@@ -101,6 +101,14 @@ pub enum Next {
     End,
 }
 
+/// The `retry:` value a stream announces: `retry_ms` with a per-connection jitter of
+/// ±20 % drawn from `jitter` (runtime randomness), so that clients cut off together
+/// do not all come back in the same instant. Shared by job and list streams.
+#[must_use]
+pub fn jittered_retry(retry_ms: u64, jitter: u32) -> u64 {
+    retry_ms.saturating_mul(80 + u64::from(jitter % 41)) / 100
+}
+
 /// One connection's cursor into a job log. See the module docs for its rules.
 #[derive(Clone, Debug)]
 pub struct Subscriber {
@@ -136,10 +144,7 @@ impl Subscriber {
         jitter: u32,
         now: Instant,
     ) -> Result<Subscriber, Refusal> {
-        let retry = settings
-            .retry_ms
-            .saturating_mul(80 + u64::from(jitter % 41))
-            / 100;
+        let retry = jittered_retry(settings.retry_ms, jitter);
         let last = log.last_visible();
         let mut sub = Subscriber {
             next: 1,

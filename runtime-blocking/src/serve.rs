@@ -340,6 +340,11 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
                 stream::events(shared, &mut conn, head, framing, job, subscriber);
                 return;
             }
+            Reply::JobList { head, subscriber } => {
+                let framing = StreamFraming::for_version(version);
+                stream::job_list(shared, &mut conn, head, framing, subscriber);
+                return;
+            }
             Reply::RawLog { head, job, follow } => {
                 let framing = StreamFraming::for_version(version);
                 stream::raw_log(shared, &mut conn, head, framing, job, follow);

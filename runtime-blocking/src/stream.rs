@@ -16,6 +16,7 @@
 use crate::clock;
 use crate::http::Conn;
 use event_listener::Listener as _;
+use spout_core::feed::ListSubscriber;
 use spout_core::http::{ResponseHead, StreamFraming};
 use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
 use spout_core::subscriber::{Next, Subscriber};
@@ -118,6 +119,42 @@ pub fn events(
     }
     shared.record_sent(sub.events_sent() - counted, 0);
     shared.lock().unsubscribe(id, dropped, clock::now());
+}
+
+/// Serves the live job list (`GET /jobs` as an event stream): the head, then what
+/// the core's list cursor yields, waking on the registry-wide list notifier or the
+/// heartbeat deadline, until the client goes away.
+pub fn job_list(
+    shared: &Shared,
+    conn: &mut Conn,
+    mut head: ResponseHead,
+    framing: StreamFraming,
+    mut sub: ListSubscriber,
+) {
+    let mut buf = Vec::new();
+    framing.adapt(&mut head);
+    head.encode(&mut buf);
+    let mut dropped = conn.write_all(&buf).is_err();
+    let mut counted = 0;
+    while !dropped {
+        framing.begin(&mut buf);
+        let listener = shared.listen_list();
+        let next = shared.lock().poll_list(&mut sub, clock::now(), &mut buf);
+        shared.record_sent(sub.events_sent() - counted, 0);
+        counted = sub.events_sent();
+        match next {
+            Next::Wrote => {
+                shared.record_sent(0, buf.len() as u64);
+                dropped = conn.write_all(framing.finish(&mut buf)).is_err();
+            }
+            Next::Wait(deadline) => dropped = !wait(conn, listener, deadline),
+            Next::End | Next::ReadArchive { .. } => {
+                let _ = conn.write_all(framing.end());
+                break;
+            }
+        }
+    }
+    shared.lock().unsubscribe_list(dropped);
 }
 
 /// Serves a job's raw output log from its archive file, as the core says: up to its

@@ -213,6 +213,11 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                 .await;
                 return;
             }
+            Reply::JobList { head, subscriber } => {
+                let framing = StreamFraming::for_version(version);
+                stream::job_list(&shared, &stream, head, framing, subscriber).await;
+                return;
+            }
             Reply::RawLog { head, job, follow } => {
                 stream::raw_log(
                     &shared,

@@ -10,6 +10,7 @@ use crate::clock;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::Timer;
+use spout_core::feed::ListSubscriber;
 use spout_core::http::{self, ResponseHead, StreamFraming};
 use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
 use spout_core::subscriber::{Next, Subscriber};
@@ -174,6 +175,43 @@ pub async fn events(
     }
     shared.record_sent(sub.events_sent() - counted, 0);
     shared.lock().unsubscribe(id, dropped, clock::now());
+}
+
+/// Serves the live job list (`GET /jobs` as an event stream): the head, then what
+/// the core's list cursor yields, waking on the registry-wide list notifier or the
+/// heartbeat deadline, until the client goes away.
+pub async fn job_list(
+    shared: &Arc<Shared>,
+    stream: &TcpStream,
+    mut head: ResponseHead,
+    framing: StreamFraming,
+    mut sub: ListSubscriber,
+) {
+    let mut w = stream.clone();
+    let mut buf = Vec::new();
+    framing.adapt(&mut head);
+    head.encode(&mut buf);
+    let mut dropped = !send(&mut w, &buf).await;
+    let mut counted = 0;
+    while !dropped {
+        framing.begin(&mut buf);
+        let listener = shared.listen_list();
+        let next = shared.lock().poll_list(&mut sub, clock::now(), &mut buf);
+        shared.record_sent(sub.events_sent() - counted, 0);
+        counted = sub.events_sent();
+        match next {
+            Next::Wrote => {
+                shared.record_sent(0, buf.len() as u64);
+                dropped = !send(&mut w, framing.finish(&mut buf)).await;
+            }
+            Next::Wait(deadline) => dropped = !wait(stream, listener, deadline).await,
+            Next::End | Next::ReadArchive { .. } => {
+                let _ = send(&mut w, framing.end()).await;
+                break;
+            }
+        }
+    }
+    shared.lock().unsubscribe_list(dropped);
 }
 
 /// Reads up to `want` bytes at `offset` of job `id`'s raw output log into `buf` on

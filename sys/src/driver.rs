@@ -19,15 +19,26 @@
 //! jobs (through [`JobCell::with`]) while the registry is held, so code that holds a
 //! job's lock must let it go before it calls anything on [`Shared`] that locks the
 //! registry. Neither lock is ever held across I/O (files, sockets, signals).
+//!
+//! # The job list's notifier
+//!
+//! `GET /jobs` event streams wait on one registry-wide notifier
+//! ([`Shared::listen_list`]). Whoever changes the job list does so under the
+//! registry lock, so the lock's guard ([`RegistryGuard`]) wakes them on release
+//! when the list moved ([`Registry::list_version`]): no caller can forget to.
+//! A job's state changes in its own cell, so [`JobIo::drain`] reports a new state
+//! to the registry once it has let the job go.
 
 use crate::archive::{ArchiveDir, JobFiles};
 use crate::os;
 use event_listener::{Event, EventListener};
 use spout_core::event::Stream;
+use spout_core::job::State;
 use spout_core::job::{Action, Job, Signal};
 use spout_core::registry::{JobCell, Registry, SentCounters};
 use spout_core::JobId;
 use std::io;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -82,6 +93,8 @@ impl JobCell for JobSlot {
 #[derive(Debug)]
 pub struct Shared {
     state: Mutex<SharedRegistry>,
+    /// Wakes the job list's streams when the feed moves.
+    list: Event,
     sent: Arc<SentCounters>,
     /// The archive directory; `None` with `--memory`.
     pub archive: Option<ArchiveDir>,
@@ -94,15 +107,30 @@ impl Shared {
         Arc::new(Shared {
             sent: registry.sent(),
             state: Mutex::new(registry),
+            list: Event::new(),
             archive,
         })
     }
 
-    /// Locks the registry. Hold it only around core calls, never across I/O.
-    pub fn lock(&self) -> MutexGuard<'_, SharedRegistry> {
+    /// Locks the registry. Hold it only around core calls, never across I/O. When
+    /// the guard goes and the job list changed meanwhile, the list's streams are
+    /// woken.
+    pub fn lock(&self) -> RegistryGuard<'_> {
         // A panic while holding the lock leaves the core's state as consistent as
         // any single core call does; keep serving rather than poison every request.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        RegistryGuard {
+            seq: guard.list_version(),
+            guard,
+            list: &self.list,
+        }
+    }
+
+    /// A listener for the next change to the job list: take it before looking at
+    /// the feed, so that nothing recorded in between is missed.
+    #[must_use]
+    pub fn listen_list(&self) -> EventListener {
+        self.list.listen()
     }
 
     /// Job `id`'s slot, found once under the registry lock; `None` if the registry
@@ -139,6 +167,39 @@ impl Shared {
     }
 }
 
+/// The registry, locked ([`Shared::lock`]); wakes the job list's streams on
+/// release if the list moved.
+#[derive(Debug)]
+pub struct RegistryGuard<'a> {
+    guard: MutexGuard<'a, SharedRegistry>,
+    seq: u64,
+    list: &'a Event,
+}
+
+impl Deref for RegistryGuard<'_> {
+    type Target = SharedRegistry;
+
+    fn deref(&self) -> &SharedRegistry {
+        &self.guard
+    }
+}
+
+impl DerefMut for RegistryGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SharedRegistry {
+        &mut self.guard
+    }
+}
+
+impl Drop for RegistryGuard<'_> {
+    fn drop(&mut self) {
+        // Still under the lock: a stream takes its listener before it locks, so it
+        // either sees the change or gets this wake-up.
+        if self.guard.list_version() != self.seq {
+            self.list.notify(usize::MAX);
+        }
+    }
+}
+
 /// Writes one log line to stderr (the server's log).
 pub fn log(line: &str) {
     eprintln!("spout: {line}");
@@ -161,6 +222,8 @@ pub struct JobIo {
     files: Option<JobFiles>,
     pgid: Option<u32>,
     slot: Option<Arc<JobSlot>>,
+    /// The state last reported to the registry (for the job list).
+    reported: Option<State>,
 }
 
 impl JobIo {
@@ -178,6 +241,7 @@ impl JobIo {
             files,
             pgid: None,
             slot: None,
+            reported: None,
         })
     }
 
@@ -190,6 +254,7 @@ impl JobIo {
             files: None,
             pgid: None,
             slot: None,
+            reported: None,
         }
     }
 
@@ -202,6 +267,7 @@ impl JobIo {
             files: Some(files),
             pgid: None,
             slot: None,
+            reported: None,
         }
     }
 
@@ -252,17 +318,21 @@ impl JobIo {
     }
 
     /// Carries out every action the job asks, in order, then wakes its subscribers.
-    /// Only the job's own lock is taken, once per core call, never across a write.
+    /// Only the job's own lock is taken, once per core call, never across a write;
+    /// when the job's state changed, the registry is told afterwards (for the job
+    /// list), with the job's lock let go.
     pub fn drain(&mut self, shared: &Shared, now: Instant) -> Outcome {
         let mut outcome = Outcome::default();
         let Some(slot) = self.slot(shared) else {
             outcome.finished = true;
             return outcome;
         };
-        loop {
-            let Some(action) = slot.lock().poll_action() else {
-                break;
+        let state = loop {
+            let mut job = slot.lock();
+            let Some(action) = job.poll_action() else {
+                break job.state();
             };
+            drop(job);
             match action {
                 Action::Signal(signal) => {
                     if let Some(pgid) = self.pgid {
@@ -318,8 +388,12 @@ impl JobIo {
                 Action::Finished => outcome.finished = true,
                 other => log(&format!("job {}: unknown action {other:?}", self.id)),
             }
-        }
+        };
         slot.notify();
+        if self.reported != Some(state) {
+            self.reported = Some(state);
+            shared.lock().handle_job_changed(self.id);
+        }
         outcome
     }
 }

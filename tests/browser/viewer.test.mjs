@@ -50,6 +50,7 @@ const CONFIG = {
     greet: { description: 'echo with an allowed argument', argv: ['echo', 'hello'], args: { allow: ['world', 'there'] } },
     sleeper: { description: 'sleeps until stopped', argv: ['sh', '-c', 'echo sleeping; exec sleep 60'] },
     many: { description: '20,000 lines', argv: ['seq', '1', '20000'] },
+    brief: { description: 'runs a moment, exits 4', argv: ['sh', '-c', 'sleep 1.5; exit 4'] },
   },
 };
 
@@ -213,7 +214,7 @@ async function runAgainst(label, bin, browser) {
     try {
       await page.goto(server.addr + '/');
       check(`${label}: the page lists the declared commands`,
-        await waitFor(page, () => document.querySelectorAll('form.cmd').length === 4));
+        await waitFor(page, () => document.querySelectorAll('form.cmd').length === 5));
       const greetSelect = await page.$$eval('form.cmd[data-command="greet"] select option', (os) => os.map((o) => o.value));
       check(`${label}: a command with an allow list gets a select`, JSON.stringify(greetSelect) === '["","world","there"]', greetSelect);
       check(`${label}: a command without args gets no args field`,
@@ -237,6 +238,28 @@ async function runAgainst(label, bin, browser) {
       const greetOut = (await linesOf(page)).filter((l) => l.stream === 'stdout').map((l) => l.text);
       check(`${label}: the argument reached the process`, JSON.stringify(greetOut) === '["hello there"]', greetOut);
       check(`${label}: exit 0 is shown as a clean end`, await page.$eval('#pill', (p) => p.dataset.state === 'ok' && /exit 0/.test(p.textContent)));
+
+      // The live job list: a job started outside the page (curl, another tab)
+      // appears within a second and its state changes in place, with no reload
+      // and no JSON polling of /jobs.
+      await page.evaluate(() => { window.__sameDocument = true; });
+      let listPolls = 0;
+      const countPolls = (r) => { if (r.url() === server.addr + '/jobs' && r.resourceType() === 'fetch') listPolls++; };
+      page.on('request', countPolls);
+      const made = await fetch(server.addr + '/jobs', {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ command: 'brief' }),
+      });
+      const bid = made.status === 201 ? (await made.json()).id : null;
+      check(`${label}: a job started outside the page is created`, !!bid, made.status);
+      check(`${label}: a job started elsewhere appears in the list within a second`,
+        !!bid && await waitFor(page, (j) => !!document.querySelector(`#jobs a[data-job="${j}"]`), bid, 1000));
+      check(`${label}: the list shows it running`,
+        !!bid && await waitFor(page, (j) => { const b = document.querySelector(`#jobs a[data-job="${j}"] .badge`); return !!b && b.textContent === 'running'; }, bid, 1500));
+      check(`${label}: its exit code replaces the state in place`,
+        !!bid && await waitFor(page, (j) => { const b = document.querySelector(`#jobs a[data-job="${j}"] .badge`); return !!b && b.textContent === 'exit 4'; }, bid, 5000));
+      page.off('request', countPolls);
+      check(`${label}: ... without a reload or polling of /jobs`,
+        await page.evaluate(() => window.__sameDocument === true) && listPolls === 0, { listPolls });
 
       // Stop a running job.
       const sid = await startFromPage(page, 'sleeper');
@@ -320,10 +343,12 @@ async function tokenPhase(label, bin, browser) {
     await page.press('#token', 'Enter');
     await page.locator('#token').blur();
     check(`${label} with tokens: with the token the commands load`,
-      await waitFor(page, () => document.querySelectorAll('form.cmd').length === 4 && document.getElementById('authbanner').hidden));
+      await waitFor(page, () => document.querySelectorAll('form.cmd').length === 5 && document.getElementById('authbanner').hidden));
     const id = await startFromPage(page, 'greet', 'world');
     const out = id && await ended(page, id) && (await linesOf(page)).filter((l) => l.stream === 'stdout').map((l) => l.text);
     check(`${label} with tokens: a job starts (Bearer) and streams (?token=)`, JSON.stringify(out) === '["hello world"]', out);
+    check(`${label} with tokens: the live job list works with ?token=`,
+      !!id && await waitFor(page, (j) => !!document.querySelector(`#jobs a[data-job="${j}"]`), id));
     check(`${label} with tokens: the token is kept in localStorage`,
       await page.evaluate((t) => localStorage.getItem('spout.token') === t, TOKEN));
     await page.reload();

@@ -379,6 +379,67 @@ pub fn last_event_id<'a>(req: &'a Request<'_>, query: &'a Query) -> Option<&'a s
         .find_map(|name| query.get(name).filter(|v| !v.is_empty()))
 }
 
+/// Whether `GET /jobs` should answer with the live list (an event stream) rather
+/// than JSON: the `Accept` fields (all of them, comma-separated media ranges with
+/// optional `q=` weights, RFC 9110 §12.5.1) name `text/event-stream` itself with a
+/// weight above 0 and at least the weight `application/json` gets (from its own
+/// range, `application/*` or `*/*`, the most specific one that matches). Wildcards
+/// alone never choose the stream, so `Accept: */*` and no `Accept` keep JSON; a
+/// malformed weight counts as 0 for its range.
+#[must_use]
+pub fn wants_event_stream(req: &Request<'_>) -> bool {
+    // (specificity, q) of the best-matching range for each type; specificity
+    // 3 = exact, 2 = `type/*`, 1 = `*/*`.
+    let mut sse: Option<(u8, u16)> = None;
+    let mut json: Option<(u8, u16)> = None;
+    for value in req.headers_all("accept") {
+        let Ok(value) = std::str::from_utf8(value) else {
+            continue;
+        };
+        for range in value.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut q = 1000u16;
+            for param in parts {
+                let (name, v) = param.split_once('=').unwrap_or((param, ""));
+                if name.trim().eq_ignore_ascii_case("q") {
+                    q = parse_qvalue(v.trim()).unwrap_or(0);
+                }
+            }
+            let take = |slot: &mut Option<(u8, u16)>, specificity: u8| {
+                if slot.is_none_or(|(s, _)| specificity > s) {
+                    *slot = Some((specificity, q));
+                }
+            };
+            match media.as_str() {
+                "text/event-stream" => take(&mut sse, 3),
+                "application/json" => take(&mut json, 3),
+                "application/*" => take(&mut json, 2),
+                "*/*" => take(&mut json, 1),
+                _ => {}
+            }
+        }
+    }
+    match sse {
+        Some((_, q)) if q > 0 => q >= json.map_or(0, |(_, q)| q),
+        _ => false,
+    }
+}
+
+/// A `qvalue` (`0`, `0.5`, `1.000`) in thousandths; `None` if malformed.
+fn parse_qvalue(v: &str) -> Option<u16> {
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac_value = format!("{frac:0<3}").parse::<u16>().ok()?;
+    match int {
+        "0" => Some(frac_value),
+        "1" if frac_value == 0 => Some(1000),
+        _ => None,
+    }
+}
+
 /// A request that passed every check in [`admit`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Admitted {

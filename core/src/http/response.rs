@@ -10,7 +10,7 @@ use serde::Serialize;
 /// test (`core/tests/http_transcripts.rs`) fails with the new hashes when the page
 /// changes.
 pub const VIEWER_CSP: &str = "default-src 'none'; \
-script-src 'sha256-E38UKvIg1EekBQJ0w9yYd0JFeeauLL6zKw73T8CIz0A='; \
+script-src 'sha256-mg2bEAPIv1cCHVbzJJMNecujr+gulX4wIuWzLd8Mpog='; \
 style-src 'sha256-Evcy/CIlsUviJP/4jMp7gm/ogclNzksHSVMIislM/4U='; \
 connect-src 'self'; img-src 'self' data:; \
 base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
