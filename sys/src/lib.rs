@@ -21,7 +21,6 @@
 pub mod archive;
 pub mod demo;
 pub mod driver;
-pub mod head;
 pub mod os;
 pub mod restore;
 pub mod startup;
