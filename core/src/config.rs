@@ -231,6 +231,9 @@ pub struct Limits {
     /// The longest lifetime a share link may be given, in seconds (default
     /// 604800, one week).
     pub max_link_s: u64,
+    /// Seconds a new connection may take to send its first byte before it is closed
+    /// without an answer (default 10).
+    pub first_byte_timeout_s: u64,
 }
 
 impl Default for Limits {
@@ -242,6 +245,7 @@ impl Default for Limits {
             retention_s: 604_800,
             memory_window_bytes: 1 << 20,
             max_link_s: 604_800,
+            first_byte_timeout_s: 10,
         }
     }
 }
@@ -251,6 +255,12 @@ impl Limits {
     #[must_use]
     pub fn retention(&self) -> Duration {
         Duration::from_secs(self.retention_s)
+    }
+
+    /// How long a new connection may stay silent.
+    #[must_use]
+    pub fn first_byte_timeout(&self) -> Duration {
+        Duration::from_secs(self.first_byte_timeout_s)
     }
 }
 
@@ -699,6 +709,10 @@ impl Limits {
         }
         positive_secs("limits.retention_s", Some(self.retention_s))?;
         positive_secs("limits.max_link_s", Some(self.max_link_s))?;
+        positive_secs(
+            "limits.first_byte_timeout_s",
+            Some(self.first_byte_timeout_s),
+        )?;
         if self.memory_window_bytes < sse.max_event_bytes {
             return Err(ConfigError::new(
                 "limits.memory_window_bytes",
@@ -1076,6 +1090,7 @@ struct RawLimits {
     retention_s: u64,
     memory_window_bytes: usize,
     max_link_s: u64,
+    first_byte_timeout_s: u64,
 }
 
 impl Default for RawLimits {
@@ -1088,6 +1103,7 @@ impl Default for RawLimits {
             retention_s: d.retention_s,
             memory_window_bytes: d.memory_window_bytes,
             max_link_s: d.max_link_s,
+            first_byte_timeout_s: d.first_byte_timeout_s,
         }
     }
 }
@@ -1171,6 +1187,7 @@ impl RawConfig {
                 retention_s: l.retention_s,
                 memory_window_bytes: l.memory_window_bytes,
                 max_link_s: l.max_link_s,
+                first_byte_timeout_s: l.first_byte_timeout_s,
             },
             sse: SseSettings {
                 retry_ms: s.retry_ms,
@@ -1409,6 +1426,8 @@ mod tests {
         assert_eq!(config.limits.max_retained_jobs, 1000);
         assert_eq!(config.limits.retention_s, 604_800);
         assert_eq!(config.limits.memory_window_bytes, 1_048_576);
+        assert_eq!(config.limits.first_byte_timeout_s, 10);
+        assert_eq!(config.limits.first_byte_timeout(), Duration::from_secs(10));
         assert_eq!(config.sse.retry_ms, 2000);
         assert_eq!(config.sse.heartbeat_s, 15);
         assert_eq!(config.sse.partial_line_ms, 50);
@@ -1424,6 +1443,7 @@ mod tests {
             r#"{"commands": {"x": {"argv": ["ls"], "stop_grace_s": 0,
                 "args": {"allow_options": true}}},
                 "sse": {"heartbeat_event": true}, "cors": {"allow_origins": ["*"]},
+                "limits": {"first_byte_timeout_s": 3},
                 "listen": "[::1]:9000", "fsync": false}"#,
         )
         .unwrap();
@@ -1442,6 +1462,7 @@ mod tests {
         assert!(!config.fsync, "fsync can be turned off");
         assert!(config.cors.allows_any() && config.cors.allows("https://anything.example"));
         assert_eq!(config.listen.to_string(), "[::1]:9000");
+        assert_eq!(config.limits.first_byte_timeout(), Duration::from_secs(3));
     }
 
     /// Wraps a command body into a whole config.
@@ -1807,6 +1828,21 @@ mod tests {
                 with_top(r#""limits": {"retention_s": 0}"#),
                 "limits.retention_s",
                 "at least 1",
+            ),
+            (
+                with_top(r#""limits": {"first_byte_timeout_s": 0}"#),
+                "limits.first_byte_timeout_s",
+                "at least 1",
+            ),
+            (
+                with_top(r#""limits": {"first_byte_timeout_s": 315360001}"#),
+                "limits.first_byte_timeout_s",
+                "at most",
+            ),
+            (
+                with_top(r#""limits": {"first_byte_timeout_s": -1}"#),
+                "limits.first_byte_timeout_s",
+                "expected u64",
             ),
             (
                 with_top(r#""limits": {"memory_window_bytes": 0}"#),

@@ -70,3 +70,11 @@ fn log_ops() {
         spout_core::fuzzing::fuzz_log_ops(d, std::time::Instant::now())
     });
 }
+
+#[test]
+#[allow(clippy::disallowed_methods)] // any instant will do as simulated time zero
+fn http_conn() {
+    replay("http_conn", |d| {
+        spout_core::http::fuzz_conn(d, std::time::Instant::now())
+    });
+}

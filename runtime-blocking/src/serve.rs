@@ -4,13 +4,13 @@
 //! shutdown on SIGINT/SIGTERM. The same loop as `runtime-smol/src/serve.rs`, on
 //! std sockets and threads.
 
-use crate::http::{Conn, Limits, ReadError};
+use crate::http::Conn;
 use crate::job::{self, Drivers};
 use crate::{clock, stream};
 use anyhow::Context as _;
 use rustix::event::{PollFd, PollFlags};
 use spout_core::cli::ServeOptions;
-use spout_core::http::{self, Admission, ApiError, Request, StreamFraming};
+use spout_core::http::{self, Admission, ApiError, ConnLimits, Event, ServerConn, StreamFraming};
 use spout_core::registry::{Inputs, Reply};
 use spout_sys::driver::{log, Shared};
 use spout_sys::startup::{self, Started};
@@ -174,7 +174,7 @@ fn start_connection(permit: Permit, stream: TcpStream, peer: SocketAddr) {
             .and_then(|()| Conn::new(stream));
         match conn {
             Ok(conn) if permit.serving => connection(&permit.state, conn, &peer.to_string()),
-            Ok(conn) => refuse(conn, &peer.to_string()),
+            Ok(conn) => refuse(&permit.state, conn, &peer.to_string()),
             Err(e) => log(&format!("{peer}: cannot set up the connection: {e}")),
         }
     };
@@ -233,82 +233,52 @@ fn shutdown(state: &State) {
     log("stopped");
 }
 
-/// Answers a head that could not be read, if the core says so (then the caller
-/// closes).
-fn head_failed(conn: &mut Conn, peer: &str, e: &ReadError) {
-    if let Some(response) = e.failure().response() {
-        let mut out = Vec::new();
-        response.encode(false, &mut out);
-        let _ = conn.write_all(&out);
-        log(&format!(
-            "{peer} bad request: {e} -> {}",
-            response.head.status
-        ));
-    }
-}
-
 /// One connection: requests in, the core's answers out, until either side closes.
+/// The core's [`ServerConn`] reads the requests; this loop asks the registry and
+/// passes its answers back.
 fn connection(state: &State, mut conn: Conn, peer: &str) {
     let shared = &state.shared;
-    let limits = Limits::default();
-    let mut out = Vec::new();
-    loop {
-        let head = match conn.read_head(&limits) {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(e) => {
-                head_failed(&mut conn, peer, &e);
-                return;
-            }
-        };
-        let headers: Vec<(&str, &[u8])> = head
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
-            .collect();
-        let req = Request {
-            method: &head.method,
-            target: &head.target,
-            headers: &headers,
-        };
-        let keep_alive = http::keep_alive(&req, head.version);
-        let version = head.version;
-        let admission = shared.lock().admit(&req, version);
-        let admitted = match admission {
-            Admission::Respond(response) => {
-                // Written without reading any body: a refused request's body is
-                // never waited for (the core closes the connection where the
-                // body's framing is then lost).
-                out.clear();
-                response.encode(req.is_head(), &mut out);
-                log(&format!(
-                    "{peer} {} {} -> {}",
-                    head.method,
-                    http::path_for_log(&head.target),
-                    response.head.status
-                ));
-                if conn.write_all(&out).is_err() || response.closes_connection() || !keep_alive {
-                    return;
+    let limits = ConnLimits::new(&shared.lock().config().limits);
+    let mut http_conn = ServerConn::new(limits, clock::now());
+    // The admitted request whose body is being read.
+    let mut pending = None;
+    while let Some(event) = conn.next(&mut http_conn) {
+        let (head, admitted, body) = match event {
+            Event::Head(head) => {
+                let fields = head.fields();
+                let req = head.request(&fields);
+                let admission = shared.lock().admit(&req, head.version);
+                match admission {
+                    Admission::Respond(response) => {
+                        // Answered without reading any body (the core closes the
+                        // connection where the body's framing is then lost).
+                        log(&format!(
+                            "{peer} {} {} -> {}",
+                            head.method,
+                            http::path_for_log(&head.target),
+                            response.head.status
+                        ));
+                        http_conn.handle_response(&response, clock::now());
+                    }
+                    Admission::Handle(a) => {
+                        http_conn.handle_admitted(a.framing, a.expect_continue, clock::now());
+                        pending = Some((head, a));
+                    }
                 }
                 continue;
             }
-            Admission::Handle(admitted) => admitted,
-        };
-        if admitted.expect_continue && conn.send_continue().is_err() {
-            return;
-        }
-        let body = match conn.read_body(admitted.framing, http::MAX_BODY, http::BODY_TIMEOUT) {
-            Ok(body) => body,
-            Err(e) => {
-                if let Some(response) = e.failure().response() {
-                    out.clear();
-                    response.encode(false, &mut out);
-                    let _ = conn.write_all(&out);
-                }
-                return;
+            Event::Failed { error, status } => {
+                log(&format!("{peer} bad request: {error} -> {status}"));
+                continue;
             }
+            Event::Body(body) => match pending.take() {
+                Some((head, a)) => (head, a, body),
+                None => return,
+            },
         };
-        let head_only = admitted.head_only;
+        let fields = head.fields();
+        let req = head.request(&fields);
+        let version = head.version;
         let reply = shared.lock().handle(&req, admitted, &body, inputs());
         let status = reply.status();
         log(&format!(
@@ -352,45 +322,39 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
             }
             _ => return,
         };
-        out.clear();
-        response.encode(head_only, &mut out);
-        if conn.write_all(&out).is_err() || response.closes_connection() || !keep_alive {
-            return;
-        }
+        http_conn.handle_response(&response, clock::now());
     }
 }
 
 /// Answers a connection that found no free slot: its first request gets the core's
 /// `503` with `Retry-After`, then the connection is closed. The head is read first
-/// (within the head deadline, idle included) so that the answer follows a request.
-fn refuse(mut conn: Conn, peer: &str) {
-    let limits = Limits {
-        idle_timeout: http::HEAD_TIMEOUT,
-        ..Limits::default()
-    };
-    let head = match conn.read_head(&limits) {
-        Ok(Some(head)) => head,
-        Ok(None) => return,
-        Err(e) => {
-            head_failed(&mut conn, peer, &e);
-            return;
+/// (within the first-byte and head deadlines) so that the answer follows a request.
+fn refuse(state: &State, mut conn: Conn, peer: &str) {
+    let limits = ConnLimits::new(&state.shared.lock().config().limits);
+    let mut http_conn = ServerConn::new(limits, clock::now());
+    match conn.next(&mut http_conn) {
+        Some(Event::Head(head)) => {
+            let response = ApiError::Unavailable {
+                message: "too many open connections: retry later".into(),
+                retry_after: RETRY_AFTER_S,
+            }
+            .response()
+            .with_header("Connection", "close");
+            log(&format!(
+                "{peer} {} {} -> {}",
+                head.method,
+                http::path_for_log(&head.target),
+                response.head.status
+            ));
+            http_conn.handle_response(&response, clock::now());
+            // Writes the answer; the core has closed the connection.
+            let _ = conn.next(&mut http_conn);
         }
-    };
-    let response = ApiError::Unavailable {
-        message: "too many open connections: retry later".into(),
-        retry_after: RETRY_AFTER_S,
+        Some(Event::Failed { error, status }) => {
+            log(&format!("{peer} bad request: {error} -> {status}"));
+        }
+        _ => {}
     }
-    .response()
-    .with_header("Connection", "close");
-    log(&format!(
-        "{peer} {} {} -> {}",
-        head.method,
-        http::path_for_log(&head.target),
-        response.head.status
-    ));
-    let mut out = Vec::new();
-    response.encode(head.method == "HEAD", &mut out);
-    let _ = conn.write_all(&out);
 }
 
 /// The bound on connection threads: `limit` serving, [`REFUSERS`] more answering

@@ -2,14 +2,14 @@
 //! per connection moving requests to the core and its answers back, and a clean
 //! shutdown on SIGINT/SIGTERM.
 
-use crate::http::{Conn, Limits};
+use crate::http::Conn;
 use crate::{clock, job, stream};
 use anyhow::Context as _;
 use futures_lite::{future, StreamExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::Timer;
 use spout_core::cli::ServeOptions;
-use spout_core::http::{self, Admission, Request, StreamFraming};
+use spout_core::http::{self, Admission, ConnLimits, Event, ServerConn, StreamFraming};
 use spout_core::registry::{Inputs, Reply};
 use spout_sys::driver::{log, Shared};
 use spout_sys::startup::{self, Started};
@@ -100,81 +100,54 @@ async fn shutdown(shared: &Shared) {
 }
 
 /// One connection: requests in, the core's answers out, until either side closes.
+/// The core's [`ServerConn`] reads the requests; this loop asks the registry and
+/// passes its answers back.
 async fn connection(shared: Arc<Shared>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let mut conn = Conn::new(stream.clone());
-    let limits = Limits::default();
-    let mut out = Vec::new();
-    loop {
-        let head = match conn.read_head(&limits).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(e) => {
-                if let Some(response) = e.failure().response() {
-                    out.clear();
-                    response.encode(false, &mut out);
-                    let _ = conn.write_all(&out).await;
-                    log(&format!(
-                        "{peer} bad request: {e} -> {}",
-                        response.head.status
-                    ));
-                }
-                return;
-            }
-        };
-        let headers: Vec<(&str, &[u8])> = head
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
-            .collect();
-        let req = Request {
-            method: &head.method,
-            target: &head.target,
-            headers: &headers,
-        };
-        let keep_alive = http::keep_alive(&req, head.version);
-        let version = head.version;
-        let admission = shared.lock().admit(&req, head.version);
-        let admitted = match admission {
-            Admission::Respond(response) => {
-                out.clear();
-                response.encode(req.is_head(), &mut out);
-                log(&format!(
-                    "{peer} {} {} -> {}",
-                    head.method,
-                    http::path_for_log(&head.target),
-                    response.head.status
-                ));
-                if conn.write_all(&out).await.is_err()
-                    || response.closes_connection()
-                    || !keep_alive
-                {
-                    return;
+    let limits = ConnLimits::new(&shared.lock().config().limits);
+    let mut http_conn = ServerConn::new(limits, clock::now());
+    // The admitted request whose body is being read.
+    let mut pending = None;
+    while let Some(event) = conn.next(&mut http_conn).await {
+        let (head, admitted, body) = match event {
+            Event::Head(head) => {
+                let fields = head.fields();
+                let req = head.request(&fields);
+                let admission = shared.lock().admit(&req, head.version);
+                match admission {
+                    Admission::Respond(response) => {
+                        // Answered without reading any body (the core closes the
+                        // connection where the body's framing is then lost).
+                        log(&format!(
+                            "{peer} {} {} -> {}",
+                            head.method,
+                            http::path_for_log(&head.target),
+                            response.head.status
+                        ));
+                        http_conn.handle_response(&response, clock::now());
+                    }
+                    Admission::Handle(a) => {
+                        http_conn.handle_admitted(a.framing, a.expect_continue, clock::now());
+                        pending = Some((head, a));
+                    }
                 }
                 continue;
             }
-            Admission::Handle(admitted) => admitted,
-        };
-        if admitted.expect_continue && conn.send_continue().await.is_err() {
-            return;
-        }
-        let body = match conn
-            .read_body(admitted.framing, http::MAX_BODY, http::BODY_TIMEOUT)
-            .await
-        {
-            Ok(body) => body,
-            Err(e) => {
-                if let Some(response) = e.failure().response() {
-                    out.clear();
-                    response.encode(false, &mut out);
-                    let _ = conn.write_all(&out).await;
-                }
-                return;
+            Event::Failed { error, status } => {
+                log(&format!("{peer} bad request: {error} -> {status}"));
+                continue;
             }
+            Event::Body(body) => match pending.take() {
+                Some((head, a)) => (head, a, body),
+                None => return,
+            },
         };
-        let head_only = admitted.head_only;
+        let fields = head.fields();
+        let req = head.request(&fields);
+        let version = head.version;
         let reply = shared.lock().handle(&req, admitted, &body, inputs());
         let status = reply.status();
         log(&format!(
@@ -232,10 +205,6 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
             }
             _ => return,
         };
-        out.clear();
-        response.encode(head_only, &mut out);
-        if conn.write_all(&out).await.is_err() || response.closes_connection() || !keep_alive {
-            return;
-        }
+        http_conn.handle_response(&response, clock::now());
     }
 }

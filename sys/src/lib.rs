@@ -22,7 +22,6 @@
 pub mod archive;
 pub mod demo;
 pub mod driver;
-pub mod head;
 pub mod link_key;
 pub mod os;
 pub mod restore;

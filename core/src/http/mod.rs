@@ -1,19 +1,23 @@
 //! The HTTP API: everything that decides what a request means and what the answer is,
-//! so that both runtimes send byte-identical answers. The runtimes parse request heads
-//! with `httparse`, hand the method, target and fields over as a [`Request`], and write
-//! the [`Response`] bytes this module gives back.
+//! so that both runtimes send byte-identical answers. A runtime moves bytes between
+//! its socket and a [`ServerConn`] (the sans-IO connection: heads, bodies, limits,
+//! keep-alive, deadlines), hands each head to the registry's admission, and writes
+//! what the connection yields.
 //!
-//! A runtime's request loop:
-//! 1. Read a head within [`HEAD_TIMEOUT`] and [`MAX_HEAD_BYTES`] / [`MAX_HEADERS`]
-//!    (else answer [`ApiError::RequestTimeout`] / [`ApiError::HeadTooLarge`], or just
-//!    close if not one byte came).
-//! 2. Call [`admit`]. [`Admission::Respond`]: write that answer (no body for `HEAD`) and
-//!    close if [`Response::closes_connection`]. [`Admission::Handle`]: go on.
-//! 3. If `expect_continue`, write [`CONTINUE`]; read the body by its framing within
-//!    [`BODY_TIMEOUT`] ([`ChunkedDecoder`] for chunked bodies).
-//! 4. Act on the route; answer with [`Response`] constructors or an [`ApiError`], adding
-//!    `cors_headers`; streams start with [`sse_head`] / [`chunked_text_head`] and frame
-//!    their body with [`encode_chunk`] and [`LAST_CHUNK`].
+//! A runtime's request loop (the details are in [`ServerConn`]'s module docs):
+//! 1. Feed bytes and the clock to the [`ServerConn`] until it gives an [`Event`]. A
+//!    head that does not come in time or breaks a limit is answered by the connection
+//!    itself ([`ReadFailure::response`]), or the connection just closes if not one
+//!    byte came.
+//! 2. On [`Event::Head`], call [`admit`] (through the registry). [`Admission::Respond`]:
+//!    pass the answer to [`ServerConn::handle_response`], which closes if
+//!    [`Response::closes_connection`]. [`Admission::Handle`]: pass its framing to
+//!    [`ServerConn::handle_admitted`] (it writes [`CONTINUE`] when asked and reads the
+//!    body within [`BODY_TIMEOUT`], de-chunked by [`ChunkedDecoder`]).
+//! 3. On [`Event::Body`], act on the route; answer with [`Response`] constructors or an
+//!    [`ApiError`], adding `cors_headers`; streams start with [`sse_head`] /
+//!    [`chunked_text_head`] and frame their body with [`encode_chunk`] and
+//!    [`LAST_CHUNK`].
 //!
 //! Decisions written down:
 //! - `HEAD` is accepted wherever `GET` is and answered with exactly the `GET` answer's
@@ -27,6 +31,7 @@
 
 mod auth;
 mod body;
+mod conn;
 mod cors;
 mod error;
 mod response;
@@ -36,6 +41,7 @@ pub use body::{
     body_framing, expects_continue, parse_job_request, parse_link_request, BodyFraming,
     ChunkedDecoder, JobRequest, LinkRequest,
 };
+pub use conn::{fuzz_conn, ConnLimits, Event, Head, ReadError, ServerConn};
 pub use cors::{BadOrigin, Cors, ALLOW_HEADERS, PREFLIGHT_MAX_AGE};
 pub use error::ApiError;
 pub use response::{
@@ -57,9 +63,8 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most header fields in one request; beyond it, 431.
 pub const MAX_HEADERS: usize = 64;
 
-/// Time for a whole request head to arrive, counted from when the runtime starts
-/// reading it (connection accepted or previous answer written). Bounds slow-loris
-/// connections and idle keep-alive ones alike.
+/// Time for a whole request head to arrive, counted from its first byte (empty lines
+/// before the request line included). Bounds slow-loris connections.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time for a whole request body to arrive once its head has been read (64 KiB in
@@ -67,7 +72,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long an open connection may wait for the first byte of its next request
-/// before the server closes it (keep-alive).
+/// before the server closes it (keep-alive). A new connection's first byte has its
+/// own, shorter deadline: `limits.first_byte_timeout_s` in the config.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Longest a single write to a client may take before the client is dropped: a
