@@ -17,9 +17,14 @@
 //!
 //! ## The run loop a runtime implements
 //!
-//! 1. On a request head, build an [`http::Request`] and call
-//!    [`registry::Registry::admit`]: either write the [`http::Response`] it gives, or
-//!    read the body it describes and call [`registry::Registry::handle`].
+//! 1. For each connection, keep an [`http::ServerConn`]: feed it the bytes read
+//!    (`handle_read`), the end of the stream (`handle_eof`) and its deadline
+//!    (`handle_timeout` at [`http::ServerConn::poll_timeout`]); write whatever
+//!    `poll_transmit` gives. On a request head (`poll_event`), build an
+//!    [`http::Request`] and call [`registry::Registry::admit`]: either write the
+//!    [`http::Response`] it gives (and tell the connection, `handle_response`), or
+//!    let the connection read the body it describes (`handle_admitted`) and, on
+//!    the body event, call [`registry::Registry::handle`].
 //! 2. Carry out the [`registry::Reply`]: write a response; spawn a job's process
 //!    ([`registry::Reply::Spawn`]); or drive a stream.
 //! 3. For each job: report what the process does with the `handle_*` methods of

@@ -1,6 +1,6 @@
 //! `spout-blocking`: the same server as `spout`, on std threads (one per
-//! connection, bounded) and our own blocking HTTP/1.1 reading on httparse — the
-//! build without an async runtime, for constrained deployments.
+//! connection, bounded) driving the core's sans-IO HTTP connection — the build
+//! without an async runtime, for constrained deployments.
 //!
 //! This binary is a thin loop around `spout-core`: the core decides, this crate
 //! moves bytes (sockets, pipes, files) and reads the clock. Run with:
