@@ -1507,7 +1507,13 @@ mod tests {
         assert_eq!(plain.pty, None);
         assert!(plain.job_env().is_empty(), "no TERM without a terminal");
         let tty = &config.commands["tty"];
-        assert_eq!(tty.pty, Some(PtySize { cols: 120, rows: 40 }));
+        assert_eq!(
+            tty.pty,
+            Some(PtySize {
+                cols: 120,
+                rows: 40
+            })
+        );
         assert_eq!(
             tty.job_env().get("TERM").map(String::as_str),
             Some(PTY_TERM)
@@ -1525,7 +1531,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             edge.commands["build"].pty,
-            Some(PtySize { cols: 1000, rows: 1 })
+            Some(PtySize {
+                cols: 1000,
+                rows: 1
+            })
         );
     }
 
@@ -1805,7 +1814,9 @@ mod tests {
                 "\"pty\" is not true",
             ),
             (
-                with_command(r#"{"argv": ["a"], "pty": true, "pty_size": {"cols": 0, "rows": 24}}"#),
+                with_command(
+                    r#"{"argv": ["a"], "pty": true, "pty_size": {"cols": 0, "rows": 24}}"#,
+                ),
                 "commands.build.pty_size.cols",
                 "1..=1000",
             ),

@@ -274,7 +274,11 @@ mod tests {
         let mut slave = File::from(pty.slave);
         let mut buf = [0u8; 16];
         assert_eq!(slave.read(&mut buf).unwrap(), 0);
-        assert_eq!(slave.read(&mut buf).unwrap(), 0, "and again: not a one-off ^D");
+        assert_eq!(
+            slave.read(&mut buf).unwrap(),
+            0,
+            "and again: not a one-off ^D"
+        );
     }
 
     #[test]
