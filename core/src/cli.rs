@@ -65,6 +65,10 @@ pub enum Cli {
     /// Run a built-in demo script (hidden; the demo commands run it): the
     /// arguments after `demo`, see [`crate::demo::script`].
     Demo(Vec<String>),
+    /// Become a job's program on the pseudo-terminal this process was started on
+    /// (hidden; the runtime starts it for `"pty": true` commands): the job's argv
+    /// after `pty-exec`, taken verbatim.
+    PtyExec(Vec<String>),
     /// Print this help text to stdout and exit 0.
     Help(String),
     /// Print the version and exit 0.
@@ -122,6 +126,7 @@ pub fn parse(args: &[String], program: Program) -> Result<Cli, CliError> {
         None => Ok(Cli::Serve(ServeOptions::default())),
         Some("serve") => p.serve(&args[1..]),
         Some("demo") => Ok(Cli::Demo(args[1..].to_vec())),
+        Some("pty-exec") => Ok(Cli::PtyExec(args[1..].to_vec())),
         Some("help") => Ok(Cli::Help(help(program))),
         Some("-h" | "--help") => Ok(Cli::Help(help(program))),
         Some("-V" | "--version") => Ok(Cli::Version),
@@ -534,6 +539,8 @@ mod tests {
             ("serve -V", Ok(Cli::Version)),
             ("demo", Ok(Cli::Demo(vec![]))),
             ("demo count 5 --json", Ok(Cli::Demo(words("count 5 --json")))),
+            ("pty-exec sh -c --help", Ok(Cli::PtyExec(words("sh -c --help")))),
+            ("pty-exec", Ok(Cli::PtyExec(vec![]))),
             // run
             ("run http://127.0.0.1:8080 build test", run(local, "build", &["test"], None, false, false)),
             ("run http://127.0.0.1:8080 build", run(local, "build", &[], None, false, false)),
@@ -637,6 +644,7 @@ mod tests {
             );
         }
         assert!(!spout.contains("demo ["), "the demo command is hidden");
+        assert!(!spout.contains("pty-exec"), "the pty helper is hidden");
         let blocking = help(Program::SpoutBlocking);
         assert!(blocking.contains("spout-blocking serve --config spout.json"));
         assert!(!blocking.contains("spout run") && !blocking.contains("--kill-on-interrupt"));

@@ -44,6 +44,16 @@ pub const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
 pub const MAX_MILLIS: u64 = 24 * 3600 * 1000;
 /// The longest command name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
+/// The terminal size a `"pty": true` command gets when it sets no `pty_size`.
+pub const DEFAULT_PTY_SIZE: PtySize = PtySize {
+    cols: 120,
+    rows: 40,
+};
+/// The most columns or rows a `pty_size` may ask for.
+pub const MAX_PTY_CELLS: u16 = 1000;
+/// The `TERM` a job on a pseudo-terminal gets unless its `env` names one: tools
+/// decide whether to colour from it (an unset `TERM` reads as "no colours" to many).
+pub const PTY_TERM: &str = "xterm-256color";
 
 /// A configuration that was refused: where, and why.
 ///
@@ -133,6 +143,18 @@ pub struct CommandSpec {
     /// Seconds between SIGTERM and SIGKILL when the job is stopped (default 5; an
     /// extension to SPEC.md). 0 sends SIGKILL at once.
     pub stop_grace_s: u64,
+    /// Run the job on a pseudo-terminal of this size (`"pty": true`); `None` runs
+    /// it on pipes, stdout and stderr apart. An extension to SPEC.md.
+    pub pty: Option<PtySize>,
+}
+
+/// The size of a job's pseudo-terminal (`pty_size`), in character cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PtySize {
+    /// Columns: the line width the job sees (1 to [`MAX_PTY_CELLS`]).
+    pub cols: u16,
+    /// Rows (1 to [`MAX_PTY_CELLS`]).
+    pub rows: u16,
 }
 
 /// Which user arguments a command accepts.
@@ -508,7 +530,20 @@ impl CommandSpec {
             max_output_bytes: None,
             stop_when_unwatched_s: None,
             stop_grace_s: DEFAULT_STOP_GRACE_S,
+            pty: None,
         }
+    }
+
+    /// The environment the job's process gets besides `PATH`: the command's `env`,
+    /// plus `TERM` ([`PTY_TERM`]) on a pseudo-terminal when `env` names none.
+    #[must_use]
+    pub fn job_env(&self) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        if self.pty.is_some() {
+            env.entry("TERM".to_owned())
+                .or_insert_with(|| PTY_TERM.to_owned());
+        }
+        env
     }
 
     /// Whether users may append arguments (for `GET /commands`).
@@ -649,6 +684,16 @@ impl CommandSpec {
                 format!("{path}.stop_grace_s"),
                 format!("must be at most {MAX_SECONDS}"),
             ));
+        }
+        if let Some(size) = self.pty {
+            for (field, cells) in [("cols", size.cols), ("rows", size.rows)] {
+                if !(1..=MAX_PTY_CELLS).contains(&cells) {
+                    return Err(ConfigError::new(
+                        format!("{path}.pty_size.{field}"),
+                        format!("must be 1..={MAX_PTY_CELLS}"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -1047,6 +1092,18 @@ struct RawCommand {
     max_output_bytes: Option<u64>,
     stop_when_unwatched_s: Option<u64>,
     stop_grace_s: Option<u64>,
+    #[serde(default)]
+    pty: bool,
+    pty_size: Option<Obj<RawPtySize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPtySize {
+    // Wider than the field so that a large value is refused by `validate` with the
+    // field's bounds, not by serde with "expected u16".
+    cols: u64,
+    rows: u64,
 }
 
 #[derive(Deserialize)]
@@ -1150,8 +1207,8 @@ impl RawConfig {
         };
         let commands = raw_commands
             .into_iter()
-            .map(|(name, Obj(raw))| (name.clone(), raw.into_spec(name)))
-            .collect();
+            .map(|(name, Obj(raw))| Ok((name.clone(), raw.into_spec(name)?)))
+            .collect::<Result<_, ConfigError>>()?;
         let tokens = self
             .tokens
             .into_iter()
@@ -1202,8 +1259,25 @@ impl RawConfig {
 }
 
 impl RawCommand {
-    fn into_spec(self, name: String) -> CommandSpec {
-        CommandSpec {
+    fn into_spec(self, name: String) -> Result<CommandSpec, ConfigError> {
+        let cells = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
+        let pty = match (self.pty, self.pty_size) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                // A size nobody uses is a mistake (a forgotten `"pty": true`), not
+                // something to ignore silently.
+                return Err(ConfigError::new(
+                    format!("commands.{name}.pty_size"),
+                    "is set but \"pty\" is not true; add \"pty\": true or leave pty_size out",
+                ));
+            }
+            (true, None) => Some(DEFAULT_PTY_SIZE),
+            (true, Some(Obj(size))) => Some(PtySize {
+                cols: cells(size.cols),
+                rows: cells(size.rows),
+            }),
+        };
+        Ok(CommandSpec {
             name,
             description: self.description,
             argv: self.argv,
@@ -1219,7 +1293,8 @@ impl RawCommand {
             max_output_bytes: self.max_output_bytes,
             stop_when_unwatched_s: self.stop_when_unwatched_s,
             stop_grace_s: self.stop_grace_s.unwrap_or(DEFAULT_STOP_GRACE_S),
-        }
+            pty,
+        })
     }
 }
 
@@ -1435,6 +1510,51 @@ mod tests {
         assert!(!config.sse.heartbeat_event);
         assert!(config.fsync, "fsync is on unless turned off");
         assert!(config.tokens.is_empty() && config.cors.allow_origins.is_empty());
+    }
+
+    #[test]
+    fn pty_takes_the_default_size_or_the_given_one() {
+        let config = parse(
+            r#"{"commands": {
+                "plain": {"argv": ["ls"]},
+                "tty": {"argv": ["ls"], "pty": true},
+                "small": {"argv": ["ls"], "pty": true, "pty_size": {"cols": 80, "rows": 24},
+                          "env": {"TERM": "dumb"}}}}"#,
+        )
+        .unwrap();
+        let plain = &config.commands["plain"];
+        assert_eq!(plain.pty, None);
+        assert!(plain.job_env().is_empty(), "no TERM without a terminal");
+        let tty = &config.commands["tty"];
+        assert_eq!(
+            tty.pty,
+            Some(PtySize {
+                cols: 120,
+                rows: 40
+            })
+        );
+        assert_eq!(
+            tty.job_env().get("TERM").map(String::as_str),
+            Some(PTY_TERM)
+        );
+        let small = &config.commands["small"];
+        assert_eq!(small.pty, Some(PtySize { cols: 80, rows: 24 }));
+        assert_eq!(
+            small.job_env().get("TERM").map(String::as_str),
+            Some("dumb"),
+            "the command's own TERM wins"
+        );
+        let edge = parse(&with_command(
+            r#"{"argv": ["a"], "pty": true, "pty_size": {"cols": 1000, "rows": 1}}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            edge.commands["build"].pty,
+            Some(PtySize {
+                cols: 1000,
+                rows: 1
+            })
+        );
     }
 
     #[test]
@@ -1701,6 +1821,49 @@ mod tests {
                 with_command(r#"{"argv": ["a"], "stop_grace_s": 999999999999}"#),
                 "commands.build.stop_grace_s",
                 "at most",
+            ),
+            (
+                with_command(r#"{"argv": ["a"], "pty_size": {"cols": 80, "rows": 24}}"#),
+                "commands.build.pty_size",
+                "\"pty\" is not true",
+            ),
+            (
+                with_command(
+                    r#"{"argv": ["a"], "pty": false, "pty_size": {"cols": 80, "rows": 24}}"#,
+                ),
+                "commands.build.pty_size",
+                "\"pty\" is not true",
+            ),
+            (
+                with_command(
+                    r#"{"argv": ["a"], "pty": true, "pty_size": {"cols": 0, "rows": 24}}"#,
+                ),
+                "commands.build.pty_size.cols",
+                "1..=1000",
+            ),
+            (
+                with_command(
+                    r#"{"argv": ["a"], "pty": true, "pty_size": {"cols": 80, "rows": 70000}}"#,
+                ),
+                "commands.build.pty_size.rows",
+                "1..=1000",
+            ),
+            (
+                with_command(r#"{"argv": ["a"], "pty": true, "pty_size": {"cols": 80}}"#),
+                "commands.build.pty_size",
+                "missing field `rows`",
+            ),
+            (
+                with_command(
+                    r#"{"argv": ["a"], "pty": true, "pty_size": {"cols": 80, "rows": 24, "x": 1}}"#,
+                ),
+                "commands.build.pty_size.x",
+                "unknown field",
+            ),
+            (
+                with_command(r#"{"argv": ["a"], "pty": "yes"}"#),
+                "commands.build.pty",
+                "expected a boolean",
             ),
             (
                 with_top(r#""listen": "localhost:8080""#),

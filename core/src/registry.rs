@@ -74,9 +74,13 @@ pub struct SpawnPlan {
     pub argv: Vec<String>,
     /// The working directory, if the command sets one.
     pub cwd: Option<String>,
-    /// The command's own environment; the runtime starts from an empty one and adds
-    /// only `PATH` besides these.
+    /// The command's own environment (with `TERM` on a pseudo-terminal, see
+    /// [`CommandSpec::job_env`](crate::config::CommandSpec::job_env)); the runtime
+    /// starts from an empty one and adds only `PATH` besides these.
     pub env: BTreeMap<String, String>,
+    /// Run on a pseudo-terminal of this size (stdout and stderr are then the one
+    /// terminal, read as `stdout`); `None`: on pipes.
+    pub pty: Option<crate::config::PtySize>,
 }
 
 /// The answer to one request.
@@ -815,7 +819,8 @@ impl<C: JobCell> Registry<C> {
         let plan = SpawnPlan {
             argv: argv.clone(),
             cwd: command.cwd.clone(),
-            env: command.env.clone(),
+            env: command.job_env(),
+            pty: command.pty,
         };
         let settings = self.job_settings(Some(command));
         let job = Job::new(id, request.command.clone(), argv, settings, inputs.wall);

@@ -14,10 +14,11 @@ use spout_core::registry::SpawnPlan;
 use spout_core::JobId;
 use spout_sys::driver::{log, JobIo, Outcome, Shared};
 use spout_sys::os::{self, Signal};
+use spout_sys::pty;
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::Path;
-use std::process::{Child, ChildStderr, ChildStdout};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -136,7 +137,7 @@ fn drive(
     };
     let now = clock::now();
     let mut outcome = match spawn(plan) {
-        Ok((child, stdout, stderr)) => {
+        Ok((child, [stdout, stderr])) => {
             let pid = child.id();
             // Read before the waiter can reap the child, so the pid is surely its;
             // recorded so that a restart after a crash can end the group.
@@ -267,18 +268,41 @@ fn helper(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<thread::J
         .spawn(f)
 }
 
+/// What the job's stdout and stderr readers read.
+type Output = [Box<dyn Read + Send>; 2];
+
 /// Starts `plan` by the rules of `os::job_command` (own process group, cleared
-/// environment, stdin from `/dev/null`, stdout and stderr piped).
-fn spawn(plan: &SpawnPlan) -> io::Result<(Child, ChildStdout, ChildStderr)> {
-    let mut cmd = os::job_command(&plan.argv, plan.cwd.as_deref().map(Path::new), &plan.env)?;
+/// environment, stdin from `/dev/null`, stdout and stderr piped), or on a
+/// pseudo-terminal (`pty::spawn`): then stdout is the terminal, which carries
+/// stderr too, and the stderr reader reads nothing.
+fn spawn(plan: &SpawnPlan) -> io::Result<(Child, Output)> {
+    let cwd = plan.cwd.as_deref().map(Path::new);
     let program = plan.argv.first().map_or("", String::as_str);
-    let mut child = cmd
+    let started = |e: io::Error| io::Error::new(e.kind(), format!("cannot start {program:?}: {e}"));
+    if let Some(size) = plan.pty {
+        let pty::Started { mut child, exec } =
+            pty::spawn(&plan.argv, cwd, &plan.env, size, |mut cmd, stdio| {
+                cmd.stdin(stdio.stdin)
+                    .stdout(stdio.stdout)
+                    .stderr(stdio.stderr)
+                    .spawn()
+            })
+            .map_err(started)?;
+        return match exec {
+            Ok(master) => Ok((child, [Box::new(master), Box::new(io::empty())])),
+            Err(e) => {
+                let _ = child.wait(); // the helper has exited or is about to
+                Err(e)
+            }
+        };
+    }
+    let mut child = os::job_command(&plan.argv, cwd, &plan.env)?
         .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
+        .map_err(started)?;
     // invariant: job_command pipes both, and they are taken only here.
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    Ok((child, stdout, stderr))
+    Ok((child, [Box::new(stdout), Box::new(stderr)]))
 }
 
 fn read_pipe(mut pipe: impl Read, stream: Stream, tx: &SyncSender<Msg>, stop: &AtomicBool) {

@@ -85,7 +85,13 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
     let mut readers: Vec<Task<()>> = Vec::new();
     let mut _waiter: Option<Task<()>> = None;
     let now = clock::now();
-    let (mut io, mut outcome) = match process::spawn(&plan.argv, plan.cwd.as_deref(), &plan.env) {
+    // Off the executor: a start on a terminal waits for the program's exec.
+    let spawned = smol::unblock({
+        let plan = plan.clone();
+        move || process::spawn(&plan.argv, plan.cwd.as_deref(), &plan.env, plan.pty)
+    })
+    .await;
+    let (mut io, mut outcome) = match spawned {
         Ok(spawned) => {
             let (stdout, stderr, waiter) = spawned.into_parts();
             let pid = waiter.pid();

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     match cli::parse(&args, Program::Spout) {
         Ok(Cli::Serve(options)) => serve::run(&options),
         Ok(Cli::Demo(args)) => spout_sys::demo::run(&args),
+        Ok(Cli::PtyExec(argv)) => spout_sys::pty::exec(&argv),
         Ok(Cli::Help(text)) => {
             print!("{text}");
             ExitCode::SUCCESS

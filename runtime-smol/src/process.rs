@@ -1,7 +1,7 @@
 //! Starting a job's process on async-process, by the rules in
 //! `spout_sys::os::job_command` (own process group, cleared environment,
-//! stdin from `/dev/null`), and handing its pipes and its exit status to the driver
-//! separately.
+//! stdin from `/dev/null`) or on a pseudo-terminal (`spout_sys::pty::spawn`), and
+//! handing its output and its exit status to the driver separately.
 //!
 //! Why separately: a grandchild that inherited the pipes keeps them open after the
 //! child exits, so pipe EOF is not the end of the job. The job's `exit` comes from
@@ -12,26 +12,45 @@ use std::io;
 use std::path::Path;
 use std::process::Stdio;
 
-use async_process::{Child, ChildStderr, ChildStdout};
+use async_process::Child;
 use futures_lite::{AsyncRead, AsyncReadExt};
+use smol::Async;
+use spout_core::config::PtySize;
 use spout_sys::os::{self, Signal};
+use spout_sys::pty;
 
-/// A job's running process: its pid (also its process group id), its two output
-/// pipes, and the handle that waits for its exit.
-#[derive(Debug)]
+/// One of a job's outputs: a pipe, the terminal's master side, or nothing (the
+/// stderr of a job on a terminal, which writes its stderr to the terminal).
+pub type Output = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A job's running process: its pid (also its process group id), its two outputs,
+/// and the handle that waits for its exit.
 pub struct Spawned {
     /// The child's pid, which is also the id of the job's process group.
     #[cfg_attr(not(test), allow(dead_code))] // the server takes it from the Waiter
     pub pid: u32,
-    /// The child's stdout.
-    pub stdout: ChildStdout,
-    /// The child's stderr.
-    pub stderr: ChildStderr,
+    /// The child's stdout (on a terminal: the terminal).
+    pub stdout: Output,
+    /// The child's stderr (on a terminal: empty).
+    pub stderr: Output,
     waiter: Waiter,
 }
 
+impl std::fmt::Debug for Spawned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawned")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Starts `argv` (never through a shell) in its own process group, with only `PATH`
-/// and `env` in its environment, stdin from `/dev/null`, and stdout/stderr piped.
+/// and `env` in its environment, stdin from `/dev/null`, and stdout/stderr piped;
+/// with `pty`, on a new pseudo-terminal of that size instead (see
+/// `spout_sys::pty`), as the leader of its own session and process group.
+///
+/// With `pty` this blocks until the program was executed (the helper's start-up,
+/// milliseconds): call it off the executor.
 ///
 /// # Errors
 ///
@@ -41,7 +60,35 @@ pub fn spawn(
     argv: &[String],
     cwd: Option<&str>,
     env: &BTreeMap<String, String>,
+    pty: Option<PtySize>,
 ) -> io::Result<Spawned> {
+    let program = argv.first().map_or("", String::as_str);
+    let started = |e: io::Error| io::Error::new(e.kind(), format!("cannot start {program:?}: {e}"));
+    if let Some(size) = pty {
+        let pty::Started { child, exec } =
+            pty::spawn(argv, cwd.map(Path::new), env, size, |std_cmd, stdio| {
+                // As below: the conversion forgets stdio, so it is set here.
+                let mut cmd = async_process::Command::from(std_cmd);
+                cmd.stdin(stdio.stdin)
+                    .stdout(stdio.stdout)
+                    .stderr(stdio.stderr);
+                cmd.spawn()
+            })
+            .map_err(started)?;
+        // A failed helper is reaped by async-process when `child` drops.
+        let master = Async::new(exec?)?;
+        let pid = child.id();
+        return Ok(Spawned {
+            pid,
+            stdout: Box::new(master),
+            stderr: Box::new(futures_lite::io::empty()),
+            waiter: Waiter {
+                pid,
+                child,
+                reaped: false,
+            },
+        });
+    }
     let std_cmd = os::job_command(argv, cwd.map(Path::new), env)?;
     // async-process has no process-group option, so the std Command carries it; the
     // conversion forgets the std Command's stdio (it would inherit the server's), so
@@ -50,18 +97,15 @@ pub fn spawn(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let program = argv.first().map_or("", String::as_str);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
+    let mut child = cmd.spawn().map_err(started)?;
     let pid = child.id();
     // invariant: both were configured as piped just above, and are taken only here.
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     Ok(Spawned {
         pid,
-        stdout,
-        stderr,
+        stdout: Box::new(stdout),
+        stderr: Box::new(stderr),
         waiter: Waiter {
             pid,
             child,
@@ -84,7 +128,7 @@ impl Spawned {
     /// Splits the process into its pipes and its waiter, so that each can move to
     /// its own task.
     #[must_use]
-    pub fn into_parts(self) -> (ChildStdout, ChildStderr, Waiter) {
+    pub fn into_parts(self) -> (Output, Output, Waiter) {
         (self.stdout, self.stderr, self.waiter)
     }
 }
@@ -180,7 +224,8 @@ mod tests {
         env: &BTreeMap<String, String>,
     ) -> (String, String, Option<i32>, Option<i32>) {
         smol::block_on(async {
-            let (stdout, stderr, mut waiter) = spawn(&argv(args), cwd, env).unwrap().into_parts();
+            let (stdout, stderr, mut waiter) =
+                spawn(&argv(args), cwd, env, None).unwrap().into_parts();
             // All three at once: a child that fills one pipe while the other is
             // unread would block forever.
             let out = smol::spawn(read_all(stdout));
@@ -294,17 +339,23 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_an_error_not_a_panic() {
-        let err = spawn(&argv(&["/no/such/program"]), None, &BTreeMap::new()).unwrap_err();
+        let err = spawn(&argv(&["/no/such/program"]), None, &BTreeMap::new(), None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(err.to_string().contains("/no/such/program"), "{err}");
-        let err = spawn(&argv(&["true"]), Some("/no/such/dir"), &BTreeMap::new()).unwrap_err();
+        let err = spawn(
+            &argv(&["true"]),
+            Some("/no/such/dir"),
+            &BTreeMap::new(),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
-        let err = spawn(&[], None, &BTreeMap::new()).unwrap_err();
+        let err = spawn(&[], None, &BTreeMap::new(), None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
     /// Reads the grandchild's pid, which the script prints first.
-    async fn first_line(stdout: &mut ChildStdout) -> u32 {
+    async fn first_line(stdout: &mut Output) -> u32 {
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
         while read_some(stdout, &mut byte).await.unwrap() == 1 && byte[0] != b'\n' {
@@ -317,7 +368,8 @@ mod tests {
     fn the_group_signal_ends_child_and_grandchild() {
         smol::block_on(async {
             let script = "sleep 30 & echo $!; sleep 30";
-            let mut job = spawn(&argv(&["sh", "-c", script]), None, &BTreeMap::new()).unwrap();
+            let mut job =
+                spawn(&argv(&["sh", "-c", script]), None, &BTreeMap::new(), None).unwrap();
             let grandchild = first_line(&mut job.stdout).await;
             assert!(pid_alive(grandchild));
             os::signal_group(job.pid, Signal::Term).unwrap();
@@ -332,7 +384,7 @@ mod tests {
             // The child exits at once; its grandchild keeps stdout open for 30 s.
             let script = "sleep 30 & echo $!; exit 4";
             let (mut stdout, _stderr, mut waiter) =
-                spawn(&argv(&["sh", "-c", script]), None, &BTreeMap::new())
+                spawn(&argv(&["sh", "-c", script]), None, &BTreeMap::new(), None)
                     .unwrap()
                     .into_parts();
             let grandchild = first_line(&mut stdout).await;
@@ -361,7 +413,8 @@ mod tests {
     fn dropping_an_unreaped_waiter_kills_the_group() {
         smol::block_on(async {
             let script = "sleep 30 & echo $!; sleep 30";
-            let mut job = spawn(&argv(&["sh", "-c", script]), None, &BTreeMap::new()).unwrap();
+            let mut job =
+                spawn(&argv(&["sh", "-c", script]), None, &BTreeMap::new(), None).unwrap();
             let grandchild = first_line(&mut job.stdout).await;
             let child = job.pid;
             drop(job);

@@ -9,6 +9,7 @@
 //! - [`driver`]: the shared state and carrying out a job's actions (files, signals);
 //! - [`startup`]: reading the config file, opening the archive, restoring jobs;
 //! - [`link_key`]: the share-link key's file in the data dir;
+//! - [`pty`]: pseudo-terminals for `"pty": true` commands, and the `pty-exec` helper;
 //! - [`demo`]: the process the built-in demo commands run.
 //!
 //! Nothing here decides anything: which bytes go in a file, when a job is stopped or
@@ -24,5 +25,6 @@ pub mod demo;
 pub mod driver;
 pub mod link_key;
 pub mod os;
+pub mod pty;
 pub mod restore;
 pub mod startup;

@@ -92,22 +92,30 @@ pub fn job_command(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| invalid("a job needs a program to run (argv is empty)".to_owned()))?;
-    let path = std::env::var_os("PATH")
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| DEFAULT_PATH.into());
-    let mut cmd = Command::new(program);
+    let mut cmd = job_environment(Command::new(program), cwd, env);
     cmd.args(args)
-        .env_clear()
-        .env("PATH", path)
-        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    Ok(cmd)
+}
+
+/// Gives `cmd` a job's environment (cleared, then `PATH`, then `env`) and its
+/// working directory: what every job's process gets, on pipes or on a terminal.
+pub(crate) fn job_environment(
+    mut cmd: Command,
+    cwd: Option<&Path>,
+    env: &BTreeMap<String, String>,
+) -> Command {
+    let path = std::env::var_os("PATH")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| DEFAULT_PATH.into());
+    cmd.env_clear().env("PATH", path).envs(env);
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
-    Ok(cmd)
+    cmd
 }
 
 /// Splits an exit status into `(code, signal)`: exactly one is `Some` for a process

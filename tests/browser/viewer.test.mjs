@@ -44,6 +44,14 @@ const COLOURS = [
   'exit 3',
 ].join('; ');
 
+// A "pty": true command: the terminal sends `\n` as `\r\n`, and tools redraw with
+// CR and erase-in-line (ESC[K); screen clearing and a window title are dropped.
+const TERMINAL = [
+  "printf 'abc\\rX\\033[K\\n'",
+  "printf '\\033[2J\\033]0;title\\007\\033[32mgreen\\033[0m\\r\\n'",
+  "printf 'loading...\\rdone\\033[K\\n'",
+].join('; ');
+
 const CONFIG = {
   commands: {
     colours: { description: 'colours, a progress bar, stderr, markup', argv: ['sh', '-c', COLOURS] },
@@ -51,6 +59,7 @@ const CONFIG = {
     sleeper: { description: 'sleeps until stopped', argv: ['sh', '-c', 'echo sleeping; exec sleep 60'] },
     many: { description: '20,000 lines', argv: ['seq', '1', '20000'] },
     brief: { description: 'runs a moment, exits 4', argv: ['sh', '-c', 'sleep 1.5; exit 4'] },
+    terminal: { description: 'on a terminal: redraws, erase in line', argv: ['sh', '-c', TERMINAL], pty: true },
   },
 };
 
@@ -214,7 +223,7 @@ async function runAgainst(label, bin, browser) {
     try {
       await page.goto(server.addr + '/');
       check(`${label}: the page lists the declared commands`,
-        await waitFor(page, () => document.querySelectorAll('form.cmd').length === 5));
+        await waitFor(page, () => document.querySelectorAll('form.cmd').length === 6));
       const greetSelect = await page.$$eval('form.cmd[data-command="greet"] select option', (os) => os.map((o) => o.value));
       check(`${label}: a command with an allow list gets a select`, JSON.stringify(greetSelect) === '["","world","there"]', greetSelect);
       check(`${label}: a command without args gets no args field`,
@@ -260,6 +269,13 @@ async function runAgainst(label, bin, browser) {
       page.off('request', countPolls);
       check(`${label}: ... without a reload or polling of /jobs`,
         await page.evaluate(() => window.__sameDocument === true) && listPolls === 0, { listPolls });
+      // A job on a terminal: CR redraws and ESC[K leave the final text, other
+      // sequences vanish without a trace.
+      const tid = await startFromPage(page, 'terminal');
+      check(`${label}: a "pty" job ends`, !!tid && await ended(page, tid));
+      const termOut = (await linesOf(page)).filter((l) => l.stream === 'stdout').map((l) => l.text);
+      check(`${label}: terminal output renders CR redraws, ESC[K and \\r\\n, drops the rest`,
+        JSON.stringify(termOut) === '["X","green","done"]', termOut);
 
       // Stop a running job.
       const sid = await startFromPage(page, 'sleeper');
@@ -343,7 +359,7 @@ async function tokenPhase(label, bin, browser) {
     await page.press('#token', 'Enter');
     await page.locator('#token').blur();
     check(`${label} with tokens: with the token the commands load`,
-      await waitFor(page, () => document.querySelectorAll('form.cmd').length === 5 && document.getElementById('authbanner').hidden));
+      await waitFor(page, () => document.querySelectorAll('form.cmd').length === 6 && document.getElementById('authbanner').hidden));
     const id = await startFromPage(page, 'greet', 'world');
     const out = id && await ended(page, id) && (await linesOf(page)).filter((l) => l.stream === 'stdout').map((l) => l.text);
     check(`${label} with tokens: a job starts (Bearer) and streams (?token=)`, JSON.stringify(out) === '["hello world"]', out);
