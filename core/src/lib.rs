@@ -76,6 +76,7 @@ pub mod config;
 pub mod demo;
 pub mod event;
 pub mod fuzzing;
+pub mod gzip;
 pub mod http;
 pub mod id;
 pub mod job;

@@ -10,11 +10,21 @@
 //!    ([`Next::ReadArchive`]) or, with no archive, are named by a `gap` event.
 //! 4. After `heartbeat` of silence, a `:` comment (or an id-less `heartbeat` event).
 //! 5. After the `exit` event, [`Next::End`]: the runtime ends the response.
+//! 6. Under gzip ([`Subscriber::use_coding`]) the same bytes go out as one gzip
+//!    member: events as the log's shared blocks (compressed once per job), the
+//!    subscriber's own pieces (`retry:`, heartbeats, gaps) as stored blocks, events
+//!    without a shared block (from the archive, or older than the first gzip
+//!    subscriber) compressed per call by a compressor dropped before it returns.
+//!    Every call ends on a flush point, so each write decodes at once; the trailer
+//!    is written before [`Next::End`].
 //!
-//! A subscriber holds a few words; a slow one costs nothing but its socket.
+//! A subscriber holds a few words, gzip or not; a slow one costs nothing but its
+//! socket.
 
 use crate::archive;
 use crate::event::{self, HeartbeatData};
+use crate::gzip::{self, Block, Member};
+use crate::http::ContentCoding;
 use crate::id::{Cursor, EventId};
 use crate::log::{Log, Persistence};
 use crate::sse;
@@ -119,6 +129,59 @@ pub struct Subscriber {
     ended: bool,
     /// Events written so far (for metrics).
     sent: u64,
+    /// The response's gzip member, when the body is gzip.
+    gzip: Option<Member>,
+}
+
+/// Where one call's bytes go: straight into the buffer (identity), or through the
+/// response's gzip member (see rule 6).
+struct Sink<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+    gzip: Option<&'a mut Member>,
+    /// Events with no shared block, compressed together at the next flush.
+    pending: Vec<u8>,
+}
+
+impl Sink<'_> {
+    /// Bytes this call has produced so far (before compression, for pending ones).
+    fn written(&self) -> usize {
+        self.buf.len() - self.start + self.pending.len()
+    }
+
+    /// The subscriber's own piece (`retry:`, heartbeat, gap).
+    fn own(&mut self, bytes: &[u8]) {
+        self.flush();
+        match &mut self.gzip {
+            None => self.buf.extend_from_slice(bytes),
+            Some(m) => m.push_stored(bytes, self.buf),
+        }
+    }
+
+    /// An event's wire bytes, with its shared block if it has one.
+    fn event(&mut self, wire: &[u8], block: Option<&Block>) {
+        match (&mut self.gzip, block) {
+            (None, _) => self.buf.extend_from_slice(wire),
+            (Some(m), Some(b)) => {
+                if self.pending.is_empty() {
+                    m.push_block(b, self.buf);
+                } else {
+                    self.flush();
+                    self.event(wire, block);
+                }
+            }
+            (Some(_), None) => self.pending.extend_from_slice(wire),
+        }
+    }
+
+    /// Compresses the pending events (a compressor only for this call).
+    fn flush(&mut self) {
+        if let (Some(m), false) = (&mut self.gzip, self.pending.is_empty()) {
+            let mut d = gzip::Deflater::default();
+            m.push_compressed(&mut d, &self.pending, true, self.buf);
+            self.pending.clear();
+        }
+    }
 }
 
 impl Subscriber {
@@ -152,6 +215,7 @@ impl Subscriber {
             archive_len: ARCHIVE_READ_BYTES,
             ended: false,
             sent: 0,
+            gzip: None,
         };
         if let Some(text) = params.last_event_id {
             let cursor = Cursor::parse(text).map_err(|e| {
@@ -180,6 +244,13 @@ impl Subscriber {
         Ok(sub)
     }
 
+    /// Sets the coding of the response body (identity by default). Call it before
+    /// the first [`Subscriber::poll_transmit`]; gzip subscribers also want the log's
+    /// shared blocks ([`Log::enable_gzip`]).
+    pub fn use_coding(&mut self, coding: ContentCoding) {
+        self.gzip = (coding == ContentCoding::Gzip).then(Member::new);
+    }
+
     /// How many events this subscriber has written (heartbeats not counted).
     #[must_use]
     pub fn events_sent(&self) -> u64 {
@@ -195,26 +266,52 @@ impl Subscriber {
     /// Appends the next bytes to send to `buf` (whole events, up to
     /// [`TRANSMIT_BUDGET`]) and says what to do next.
     pub fn poll_transmit(&mut self, log: &Log, now: Instant, buf: &mut Vec<u8>) -> Next {
+        let mut gz = self.gzip.take();
+        let start = buf.len();
+        let mut sink = Sink {
+            buf,
+            start,
+            gzip: gz.as_mut(),
+            pending: Vec::new(),
+        };
+        let mut next = self.transmit(log, now, &mut sink);
+        sink.flush();
+        if next == Next::End {
+            if let Some(m) = sink.gzip.as_mut().filter(|m| !m.is_finished()) {
+                m.finish(sink.buf);
+                next = Next::Wrote;
+            }
+        }
+        self.gzip = gz;
+        next
+    }
+
+    fn transmit(&mut self, log: &Log, now: Instant, sink: &mut Sink<'_>) -> Next {
         if self.ended {
             return Next::End;
         }
-        let start_len = buf.len();
+        let mut own = Vec::new();
         if let Some(ms) = self.preamble.take() {
-            sse::encode_retry(ms, buf);
+            sse::encode_retry(ms, &mut own);
         }
         if let Some(to) = self.tail_gap_to.take() {
             if let Some(start) = log.get(1) {
-                buf.extend_from_slice(start);
+                sink.own(&own);
+                own.clear();
+                sink.event(start, log.block(1));
             }
             event::encode_gap(
                 EventId::FIRST.next(),
                 EventId::new(to).unwrap_or(EventId::FIRST),
-                buf,
+                &mut own,
             );
         }
-        while buf.len() - start_len < TRANSMIT_BUDGET && self.next <= log.last_visible() {
+        if !own.is_empty() {
+            sink.own(&own);
+        }
+        while sink.written() < TRANSMIT_BUDGET && self.next <= log.last_visible() {
             if let Some(wire) = log.get(self.next) {
-                buf.extend_from_slice(wire);
+                sink.event(wire, log.block(self.next));
                 self.next += 1;
                 self.sent += 1;
                 continue;
@@ -222,7 +319,7 @@ impl Subscriber {
             // `next` has left the memory window.
             match log.persistence() {
                 Persistence::Archive => {
-                    if buf.len() > start_len {
+                    if sink.written() > 0 {
                         break; // send what we have; the archive read comes next call
                     }
                     let (offset, first) = match self.archive_at {
@@ -242,11 +339,11 @@ impl Subscriber {
                 }
                 Persistence::Memory => {
                     let to = log.window_first() - 1;
-                    self.write_gap(self.next, to, buf);
+                    self.write_gap(self.next, to, sink);
                 }
             }
         }
-        if buf.len() > start_len {
+        if sink.written() > 0 {
             self.last_write = now;
             return Next::Wrote;
         }
@@ -263,10 +360,11 @@ impl Subscriber {
                     stdout_bytes,
                     stderr_bytes,
                 };
-                event::encode_heartbeat(&data, buf);
+                event::encode_heartbeat(&data, &mut own);
             } else {
-                sse::encode_comment("", buf);
+                sse::encode_comment("", &mut own);
             }
+            sink.own(&own);
             self.last_write = now;
             return Next::Wrote;
         }
@@ -285,17 +383,38 @@ impl Subscriber {
         bytes: &[u8],
         buf: &mut Vec<u8>,
     ) {
-        let start_len = buf.len();
+        let mut gz = self.gzip.take();
+        let start = buf.len();
+        let mut sink = Sink {
+            buf,
+            start,
+            gzip: gz.as_mut(),
+            pending: Vec::new(),
+        };
+        self.archive(log, offset, first, bytes, &mut sink);
+        sink.flush();
+        self.gzip = gz;
+    }
+
+    fn archive(
+        &mut self,
+        log: &Log,
+        offset: u64,
+        first: EventId,
+        bytes: &[u8],
+        sink: &mut Sink<'_>,
+    ) {
         let scan = archive::scan(bytes, first);
         let (mut pos, mut pos_id) = (offset, first.get());
         for record in &scan.records {
-            if buf.len() - start_len >= TRANSMIT_BUDGET {
+            if sink.written() >= TRANSMIT_BUDGET {
                 break;
             }
             pos += (archive::RECORD_HEADER_LEN + record.wire.len()) as u64;
             pos_id = record.id.get() + 1;
             if record.id.get() == self.next {
-                buf.extend_from_slice(record.wire);
+                // Archive reads have no shared block: compressed per call.
+                sink.event(record.wire, None);
                 self.next += 1;
                 self.sent += 1;
             }
@@ -321,13 +440,15 @@ impl Subscriber {
         // to the memory window, rather than lose it silently.
         self.archive_at = None;
         let to = log.window_first().saturating_sub(1).max(self.next);
-        self.write_gap(self.next, to.min(log.last_visible()), buf);
+        self.write_gap(self.next, to.min(log.last_visible()), sink);
     }
 
-    fn write_gap(&mut self, from: u64, to: u64, buf: &mut Vec<u8>) {
+    fn write_gap(&mut self, from: u64, to: u64, sink: &mut Sink<'_>) {
         if let (Some(from_id), Some(to_id)) = (EventId::new(from), EventId::new(to)) {
             if to >= from {
-                event::encode_gap(from_id, to_id, buf);
+                let mut own = Vec::new();
+                event::encode_gap(from_id, to_id, &mut own);
+                sink.own(&own);
                 self.next = to + 1;
                 self.sent += 1;
             }

@@ -340,9 +340,14 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
                 stream::events(shared, &mut conn, head, framing, job, subscriber);
                 return;
             }
-            Reply::RawLog { head, job, follow } => {
+            Reply::RawLog {
+                head,
+                job,
+                follow,
+                body,
+            } => {
                 let framing = StreamFraming::for_version(version);
-                stream::raw_log(shared, &mut conn, head, framing, job, follow);
+                stream::raw_log(shared, &mut conn, head, framing, job, follow, body);
                 return;
             }
             _ => return,

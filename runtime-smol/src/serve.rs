@@ -213,7 +213,12 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                 .await;
                 return;
             }
-            Reply::RawLog { head, job, follow } => {
+            Reply::RawLog {
+                head,
+                job,
+                follow,
+                body,
+            } => {
                 stream::raw_log(
                     &shared,
                     &stream,
@@ -221,6 +226,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                     StreamFraming::for_version(version),
                     job,
                     follow,
+                    body,
                 )
                 .await;
                 return;

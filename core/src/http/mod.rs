@@ -28,6 +28,7 @@
 mod auth;
 mod body;
 mod cors;
+mod encoding;
 mod error;
 mod response;
 
@@ -37,6 +38,7 @@ pub use body::{
     ChunkedDecoder, JobRequest, LinkRequest,
 };
 pub use cors::{BadOrigin, Cors, ALLOW_HEADERS, PREFLIGHT_MAX_AGE};
+pub use encoding::{negotiate, ContentCoding};
 pub use error::ApiError;
 pub use response::{
     chunked_text_head, encode_chunk, reason_phrase, sse_head, Response, ResponseHead, CONTINUE,
