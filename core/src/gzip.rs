@@ -274,7 +274,7 @@ pub fn compress_all(data: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use flate2::read::GzDecoder;
     use std::io::Read;

@@ -455,3 +455,136 @@ impl Subscriber {
         }
     }
 }
+
+#[cfg(test)]
+mod gzip_tests {
+    use super::*;
+    use crate::log::Kind;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A log of `n` events (the last one `exit`), gzip enabled from event
+    /// `gzip_from` on, with a small window so old events come from the archive (or
+    /// a gap, in memory mode). Returns the log and its archive file.
+    fn log(n: u64, gzip_from: u64, persistence: Persistence) -> (Log, Vec<u8>) {
+        let mut log = Log::new(persistence, 2_000);
+        let mut file = Vec::new();
+        for i in 1..=n {
+            if i == gzip_from {
+                log.enable_gzip();
+            }
+            let kind = if i == n { Kind::Exit } else { Kind::Output };
+            log.append(kind, |id, buf| {
+                let line = format!("Compiling crate-{} v0.{}.0 (/src/crate-{})", i % 9, i % 4, i % 9);
+                buf.extend_from_slice(format!("id: {}\ndata: {}\n\n", id.get(), line.repeat(1 + (i % 5) as usize)).as_bytes());
+            });
+            if let Some((records, upto)) = log.poll_persist() {
+                file.extend_from_slice(&records);
+                log.handle_persisted(upto);
+            }
+        }
+        assert!(!log.gzip_enabled(), "the compressor is dropped at exit");
+        (log, file)
+    }
+
+    /// Drives a subscriber to the end; returns every write.
+    fn drive(log: &Log, file: &[u8], mut sub: Subscriber, t0: Instant) -> Vec<Vec<u8>> {
+        let mut writes = Vec::new();
+        let mut now = t0;
+        for _ in 0..10_000 {
+            let mut buf = Vec::new();
+            match sub.poll_transmit(log, now, &mut buf) {
+                Next::Wrote => writes.push(buf),
+                Next::Wait(Some(t)) => now = t,
+                Next::Wait(None) => panic!("a finished log never waits forever"),
+                Next::ReadArchive { offset, first, len } => {
+                    let at = usize::try_from(offset).unwrap().min(file.len());
+                    let bytes = &file[at..(at + len).min(file.len())];
+                    sub.handle_archive(log, offset, first, bytes, &mut buf);
+                    if !buf.is_empty() {
+                        writes.push(buf);
+                    }
+                }
+                Next::End => return writes,
+            }
+        }
+        panic!("no end");
+    }
+
+    #[test]
+    fn gzip_decodes_to_exactly_the_identity_stream_from_any_resume_point() {
+        let t0 = Instant::now();
+        for persistence in [Persistence::Archive, Persistence::Memory] {
+            for gzip_from in [1, 20, 1000] {
+                let (log, file) = log(60, gzip_from, persistence);
+                for last in [None, Some(0u64), Some(1), Some(7), Some(30), Some(58)] {
+                    let text = last.map(|l| l.to_string());
+                    let params = SubscribeParams {
+                        last_event_id: text.as_deref(),
+                        ..SubscribeParams::default()
+                    };
+                    let settings = StreamSettings::default();
+                    let plain = Subscriber::open(&log, &params, &settings, 7, t0).unwrap();
+                    let mut gz = plain.clone();
+                    gz.use_coding(ContentCoding::Gzip);
+                    let want: Vec<u8> = drive(&log, &file, plain, t0).concat();
+                    let writes = drive(&log, &file, gz, t0);
+                    // Every write decodes alone up to its end ...
+                    let mut wire = Vec::new();
+                    for (i, w) in writes.iter().enumerate() {
+                        wire.extend_from_slice(w);
+                        let (got, ended) = crate::gzip::tests::decode_prefix(&wire);
+                        // (a write's bytes all decode: whole events, nothing held)
+                        assert!(want.starts_with(&got), "{persistence:?} {last:?} write {i}");
+                        assert!(got.ends_with(b"\n\n"), "{persistence:?} {last:?} write {i}");
+                        assert_eq!(ended, i + 1 == writes.len());
+                    }
+                    // ... and the whole is a valid gzip member of exactly the
+                    // identity stream.
+                    let (got, ended) = crate::gzip::tests::decode_prefix(&wire);
+                    assert!(ended);
+                    assert_eq!(got, want, "{persistence:?} gzip from {gzip_from}, {last:?}");
+                    let mut std = Vec::new();
+                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&wire[..]), &mut std).unwrap();
+                    assert_eq!(std, want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn live_writes_decode_at_once_and_heartbeats_too() {
+        let t0 = Instant::now();
+        let mut log = Log::new(Persistence::Memory, 1 << 20);
+        log.enable_gzip();
+        let settings = StreamSettings::default();
+        let params = SubscribeParams::default();
+        let mut plain = Subscriber::open(&log, &params, &settings, 3, t0).unwrap();
+        let mut gz = plain.clone();
+        gz.use_coding(ContentCoding::Gzip);
+        let (mut want, mut wire) = (Vec::new(), Vec::new());
+        let mut now = t0;
+        for i in 1..=20u64 {
+            if i % 4 == 0 {
+                now += settings.heartbeat; // silence: a heartbeat is due
+            } else {
+                log.append(Kind::Output, |id, buf| {
+                    buf.extend_from_slice(format!("id: {}\ndata: x{i}\n\n", id.get()).as_bytes())
+                });
+                now += ms(10);
+            }
+            let mut b = Vec::new();
+            assert_eq!(plain.poll_transmit(&log, now, &mut b), Next::Wrote);
+            want.extend_from_slice(&b);
+            b.clear();
+            assert_eq!(gz.poll_transmit(&log, now, &mut b), Next::Wrote);
+            wire.extend_from_slice(&b);
+            // Everything written so far decodes now, not at the next write.
+            let (got, ended) = crate::gzip::tests::decode_prefix(&wire);
+            assert!(!ended);
+            assert_eq!(got, want, "after step {i}");
+        }
+    }
+}
