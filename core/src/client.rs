@@ -1172,7 +1172,12 @@ mod gzip_tests {
         let mut d = crate::gzip::Deflater::default();
         for i in 0..5 {
             let mut piece = Vec::new();
-            member.push_compressed(&mut d, format!("id: {i}\ndata: line {i}\n\n").as_bytes(), false, &mut piece);
+            member.push_compressed(
+                &mut d,
+                format!("id: {i}\ndata: line {i}\n\n").as_bytes(),
+                false,
+                &mut piece,
+            );
             let mut chunk = Vec::new();
             crate::http::encode_chunk(&piece, &mut chunk);
             events.handle_bytes(&chunk);

@@ -308,7 +308,9 @@ pub(crate) mod tests {
 
     fn gunzip(bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        GzDecoder::new(bytes).read_to_end(&mut out).expect("valid gzip");
+        GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .expect("valid gzip");
         out
     }
 

@@ -488,8 +488,10 @@ impl<C: JobCell> Registry<C> {
                     Reply::Stream { head, .. } | Reply::RawLog { head, .. } => head,
                 };
                 let has_vary = head.get("vary").is_some();
-                head.headers
-                    .extend(cors.into_iter().filter(|(n, _)| !(has_vary && *n == "Vary")));
+                head.headers.extend(
+                    cors.into_iter()
+                        .filter(|(n, _)| !(has_vary && *n == "Vary")),
+                );
                 reply
             }
             Err(e) => Reply::Full(e.response().with_headers(cors)),

@@ -477,8 +477,20 @@ mod gzip_tests {
             }
             let kind = if i == n { Kind::Exit } else { Kind::Output };
             log.append(kind, |id, buf| {
-                let line = format!("Compiling crate-{} v0.{}.0 (/src/crate-{})", i % 9, i % 4, i % 9);
-                buf.extend_from_slice(format!("id: {}\ndata: {}\n\n", id.get(), line.repeat(1 + (i % 5) as usize)).as_bytes());
+                let line = format!(
+                    "Compiling crate-{} v0.{}.0 (/src/crate-{})",
+                    i % 9,
+                    i % 4,
+                    i % 9
+                );
+                buf.extend_from_slice(
+                    format!(
+                        "id: {}\ndata: {}\n\n",
+                        id.get(),
+                        line.repeat(1 + (i % 5) as usize)
+                    )
+                    .as_bytes(),
+                );
             });
             if let Some((records, upto)) = log.poll_persist() {
                 file.extend_from_slice(&records);
@@ -547,7 +559,11 @@ mod gzip_tests {
                     assert!(ended);
                     assert_eq!(got, want, "{persistence:?} gzip from {gzip_from}, {last:?}");
                     let mut std = Vec::new();
-                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&wire[..]), &mut std).unwrap();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(&wire[..]),
+                        &mut std,
+                    )
+                    .unwrap();
                     assert_eq!(std, want);
                 }
             }

@@ -308,10 +308,8 @@ impl Client {
     fn connect(&mut self, job: &JobUrl) -> Result<Response, Failure> {
         let mut target = job.path("/events");
         // gzip: build logs shrink 5-10x; the core decodes it as it streams.
-        let mut fields: Vec<(&str, &str)> = vec![
-            ("Accept", "text/event-stream"),
-            ("Accept-Encoding", "gzip"),
-        ];
+        let mut fields: Vec<(&str, &str)> =
+            vec![("Accept", "text/event-stream"), ("Accept-Encoding", "gzip")];
         match &self.position {
             Position::Tail => {
                 target.push_str(&format!("?tail={TAIL_EVENTS}"));

@@ -86,8 +86,7 @@ fn weights(value: &str) -> Option<[Option<u16>; 3]> {
                 q = parse_q(val.trim())?;
             }
         }
-        let slot = if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")
-        {
+        let slot = if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
             0
         } else if coding.eq_ignore_ascii_case("identity") {
             1
@@ -176,14 +175,14 @@ mod tests {
             (&["identity;q=0, gzip"], Gzip),
             (&["identity;q=0"], Identity), // gzip not offered: still identity
             (&["identity"], Identity),
-            (&["gzip;q=2"], Identity),       // unparseable: identity
-            (&["gzip;q=0.1234"], Identity),  // too many digits
-            (&["gzip;q"], Identity),         // a parameter without a value
-            (&["gzip;q=", "br"], Identity),  // one bad field spoils the list
-            (&["g zip"], Identity),          // not a token
-            (&[" gzip ; q=0.9 ,"], Gzip),    // whitespace and empty elements
-            (&["gzip;level=1"], Gzip),       // unknown parameters ignored
-            (&["gzip, gzip;q=0"], Gzip),     // the first entry counts
+            (&["gzip;q=2"], Identity),      // unparseable: identity
+            (&["gzip;q=0.1234"], Identity), // too many digits
+            (&["gzip;q"], Identity),        // a parameter without a value
+            (&["gzip;q=", "br"], Identity), // one bad field spoils the list
+            (&["g zip"], Identity),         // not a token
+            (&[" gzip ; q=0.9 ,"], Gzip),   // whitespace and empty elements
+            (&["gzip;level=1"], Gzip),      // unknown parameters ignored
+            (&["gzip, gzip;q=0"], Gzip),    // the first entry counts
         ];
         for (fields, want) in cases {
             assert_eq!(pick(fields), *want, "{fields:?}");
