@@ -5,8 +5,11 @@
 //! Rules:
 //! 1. A response is one gzip [`Member`]: a 10-byte header, deflate blocks, an empty
 //!    final block, then CRC32 and length. The member tracks the CRC by combining the
-//!    CRCs of its pieces ([`crc32fast::Hasher::combine`]), so a piece compressed once
-//!    is never re-read to be checksummed.
+//!    CRCs of its pieces, so a piece compressed once is never re-read to be
+//!    checksummed. The combine is zlib's `crc32_combine_op`: each block keeps the
+//!    operator for its length (x^(8·len) mod P, computed once per job), so a
+//!    subscriber pays one 32-step multiply per block, not `Hasher::combine`'s
+//!    matrix powers (measured: that alone cost more than the copy).
 //! 2. A [`Block`] is compressed once per job and shared by every gzip subscriber: a
 //!    *full-flush* raw deflate block (it refers to no earlier bytes, ends
 //!    byte-aligned), so it decodes after any other flush point of any stream.
@@ -101,8 +104,56 @@ impl Deflater {
 #[derive(Clone, Debug)]
 pub struct Block {
     deflate: Arc<[u8]>,
-    crc: Hasher,
+    crc: u32,
+    /// x^(8·len) mod P: what shifts a CRC past this block's bytes.
+    shift: u32,
     len: u64,
+}
+
+/// The CRC-32 polynomial, reflected.
+const POLY: u32 = 0xedb8_8320;
+
+/// a·b modulo P (zlib's `multmodp`), in reflected bit order.
+const fn multmodp(a: u32, mut b: u32) -> u32 {
+    let mut m = 1u32 << 31;
+    let mut p = 0;
+    loop {
+        if a & m != 0 {
+            p ^= b;
+            if a & (m - 1) == 0 {
+                return p;
+            }
+        }
+        m >>= 1;
+        b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
+    }
+}
+
+/// x^(2^n) mod P for n = 0..32 (zlib's `x2n_table`).
+const X2N: [u32; 32] = {
+    let mut t = [0u32; 32];
+    let mut p = 1u32 << 30; // x^1
+    t[0] = p;
+    let mut n = 1;
+    while n < 32 {
+        p = multmodp(p, p);
+        t[n] = p;
+        n += 1;
+    }
+    t
+};
+
+/// x^(8·len) mod P: the operator that moves a CRC past `len` bytes.
+fn shift_for(len: u64) -> u32 {
+    let (mut n, mut k, mut p) = (len, 3usize, 1u32 << 31);
+    while n != 0 {
+        if n & 1 != 0 {
+            p = multmodp(X2N[k & 31], p);
+        }
+        n >>= 1;
+        k += 1;
+    }
+    p
 }
 
 impl Block {
@@ -111,11 +162,10 @@ impl Block {
     pub fn compress(deflater: &mut Deflater, input: &[u8]) -> Block {
         let mut out = Vec::with_capacity(input.len() / 2 + 64);
         deflater.compress(input, true, &mut out);
-        let mut crc = Hasher::new();
-        crc.update(input);
         Block {
             deflate: Arc::from(out),
-            crc,
+            crc: crc32fast::hash(input),
+            shift: shift_for(input.len() as u64),
             len: input.len() as u64,
         }
     }
@@ -138,7 +188,7 @@ impl Block {
 pub struct Member {
     started: bool,
     finished: bool,
-    crc: Hasher,
+    crc: u32,
     len: u64,
 }
 
@@ -166,7 +216,7 @@ impl Member {
     pub fn push_block(&mut self, block: &Block, out: &mut Vec<u8>) {
         self.start(out);
         out.extend_from_slice(&block.deflate);
-        self.crc.combine(&block.crc);
+        self.crc = multmodp(block.shift, self.crc) ^ block.crc;
         self.len += block.len;
     }
 
@@ -181,7 +231,13 @@ impl Member {
             out.extend_from_slice(&(!n).to_le_bytes());
             out.extend_from_slice(piece);
         }
-        self.crc.update(data);
+        self.update(data);
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        let mut h = Hasher::new_with_initial(self.crc);
+        h.update(data);
+        self.crc = h.finalize();
         self.len += data.len() as u64;
     }
 
@@ -195,8 +251,7 @@ impl Member {
     ) {
         self.start(out);
         deflater.compress(data, full, out);
-        self.crc.update(data);
-        self.len += data.len() as u64;
+        self.update(data);
     }
 
     /// Ends the member: the final block and the trailer (the header too, for an
@@ -208,7 +263,7 @@ impl Member {
         self.start(out);
         self.finished = true;
         out.extend_from_slice(&FINAL_BLOCK);
-        out.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        out.extend_from_slice(&self.crc.to_le_bytes());
         // ISIZE is the length modulo 2^32 (RFC 1952).
         out.extend_from_slice(&((self.len & 0xFFFF_FFFF) as u32).to_le_bytes());
     }
@@ -379,6 +434,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn crc_combine_matches_crc_of_the_concatenation() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for cut in [0, 1, 7, 100, 4096, 5000] {
+            let (a, b) = data.split_at(cut);
+            let got = multmodp(shift_for(b.len() as u64), crc32fast::hash(a)) ^ crc32fast::hash(b);
+            assert_eq!(got, crc32fast::hash(&data), "cut {cut}");
+        }
+    }
+
+    #[test]
     fn empty_and_large_bodies() {
         assert_eq!(gunzip(&compress_all(b"")), b"");
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -394,5 +459,128 @@ pub(crate) mod tests {
         id.encode(b"abc", &mut out);
         id.finish(&mut out);
         assert_eq!(out, b"abc");
+    }
+}
+
+/// The figures behind the design (docs/benchmarks.md, "Compression"): run with
+/// `SPOUT_GZIP_LOG=build.log cargo test --release -p spout-core --lib gzip::bench -- --ignored --nocapture`.
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use crate::event::Stream;
+    use crate::id::EventId;
+    use crate::sse;
+
+    /// The log's lines as stdout events of 1–4 lines each (as reads group them).
+    fn events(text: &str) -> Vec<Vec<u8>> {
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        let mut out = Vec::new();
+        let (mut i, mut n) = (0, 0usize);
+        while i < lines.len() {
+            let take = 1 + n % 4;
+            let chunk: String = lines[i..(i + take).min(lines.len())].concat();
+            let mut wire = Vec::new();
+            let id = EventId::new(out.len() as u64 + 2).expect("ids from 2");
+            sse::encode_output_event(id, Stream::Stdout, &chunk, &mut wire);
+            out.push(wire);
+            i += take;
+            n += 1;
+        }
+        out
+    }
+
+    fn secs(f: impl FnOnce()) -> f64 {
+        #[allow(clippy::disallowed_methods)] // a benchmark measures time
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    }
+
+    #[test]
+    #[ignore = "a benchmark: prints figures"]
+    fn bench() {
+        let path = std::env::var("SPOUT_GZIP_LOG").unwrap_or_else(|_| "Cargo.toml".into());
+        #[allow(clippy::disallowed_methods)] // a benchmark reads its input
+        let text = String::from_utf8_lossy(&std::fs::read(&path).expect("the log")).into_owned();
+        let evs = events(&text);
+        let wire: usize = evs.iter().map(Vec::len).sum();
+        let subs = 100;
+        println!(
+            "log {path}: {} bytes, {} events, {} wire bytes",
+            text.len(),
+            evs.len(),
+            wire
+        );
+        let gb = (wire * subs) as f64 / 1e9;
+        // Identity fan-out: every subscriber copies every event into its buffer.
+        let mut buf = Vec::with_capacity(wire);
+        let t_id = secs(|| {
+            for _ in 0..subs {
+                buf.clear();
+                for e in &evs {
+                    buf.extend_from_slice(e);
+                }
+                std::hint::black_box(&buf);
+            }
+        });
+        println!("identity fan-out: {:.3} s/GB", t_id / gb);
+        for level in [1, 6] {
+            // Shared: each event compressed once; per subscriber a copy + CRC combine.
+            let mut d = Deflater::new(level);
+            let mut blocks = Vec::new();
+            let t_once = secs(|| blocks = evs.iter().map(|e| Block::compress(&mut d, e)).collect());
+            let gz: usize = blocks.iter().map(|b| b.deflate().len()).sum();
+            let t_fan = secs(|| {
+                for _ in 0..subs {
+                    buf.clear();
+                    let mut m = Member::new();
+                    for b in &blocks {
+                        m.push_block(b, &mut buf);
+                    }
+                    m.finish(&mut buf);
+                    std::hint::black_box(&buf);
+                }
+            });
+            println!(
+                "shared, level {level}: ratio {:.2}, compress once {:.3} s/GB of input, fan-out {:.3} s/GB ({:.2}x identity; {:.2}x with the once-per-job cost spread over {subs} subscribers)",
+                wire as f64 / gz as f64,
+                t_once / (wire as f64 / 1e9),
+                t_fan / gb,
+                t_fan / t_id,
+                (t_fan + t_once) / t_id,
+            );
+            // Per subscriber: one deflate stream each, sync flush per event.
+            let per = 10;
+            let mut size = 0;
+            let t_per = secs(|| {
+                for _ in 0..per {
+                    buf.clear();
+                    let mut d = Deflater::new(level);
+                    let mut m = Member::new();
+                    for e in &evs {
+                        m.push_compressed(&mut d, e, false, &mut buf);
+                    }
+                    m.finish(&mut buf);
+                    size = buf.len();
+                }
+            });
+            println!(
+                "per subscriber, level {level}: ratio {:.2}, fan-out {:.3} s/GB ({:.1}x identity)",
+                wire as f64 / size as f64,
+                t_per / ((wire * per) as f64 / 1e9),
+                (t_per / per as f64) / (t_id / subs as f64),
+            );
+        }
+        println!(
+            "memory: Member {} B, Subscriber {} B, Deflater (boxed miniz_oxide) about {} KB",
+            std::mem::size_of::<Member>(),
+            std::mem::size_of::<crate::subscriber::Subscriber>(),
+            (std::mem::size_of::<flate2::Compress>()
+                + 64 * 1024
+                + 2 * 32 * 1024 * 2
+                + 32 * 1024
+                + 20_000)
+                / 1000,
+        );
     }
 }
