@@ -31,11 +31,17 @@ impl ContentCoding {
     /// Adds this coding's fields to a head on a negotiated route: `Content-Encoding`
     /// for gzip, and `Vary: Accept-Encoding` always (the answer depends on that
     /// field, so caches must key on it, identity answers included).
+    /// They go before `Transfer-Encoding`, which stays the head's last field.
     pub fn apply(self, head: &mut ResponseHead) {
+        let at = head
+            .headers
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+            .unwrap_or(head.headers.len());
+        head.headers.insert(at, ("Vary", "Accept-Encoding".into()));
         if let Some(v) = self.header_value() {
-            head.push("Content-Encoding", v.into());
+            head.headers.insert(at, ("Content-Encoding", v.into()));
         }
-        head.push("Vary", "Accept-Encoding".into());
     }
 
     /// The `Content-Encoding` value, `None` for identity (no field is sent).
