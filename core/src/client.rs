@@ -175,6 +175,8 @@ pub enum ResponseError {
     ClosedBeforeHead,
     /// The stream ended before the body's framed end.
     Truncated,
+    /// The body says `Content-Encoding: gzip` but is not valid gzip.
+    BadGzip,
 }
 
 impl fmt::Display for ResponseError {
@@ -184,6 +186,7 @@ impl fmt::Display for ResponseError {
             ResponseError::HeadTooLarge(n) => write!(f, "response head larger than {n} bytes"),
             ResponseError::BadContentLength => f.write_str("bad or conflicting content-length"),
             ResponseError::MalformedChunk => f.write_str("malformed chunked framing"),
+            ResponseError::BadGzip => f.write_str("the gzip-encoded body is not valid gzip"),
             ResponseError::ChunkLineTooLong(n) => {
                 write!(f, "chunk-size line longer than {n} bytes")
             }
@@ -613,12 +616,75 @@ impl ResponseDecoder {
 /// assert_eq!(events.poll_item(), Ok(None));
 /// assert!(events.response().is_complete());
 /// ```
+///
+/// A body with `Content-Encoding: gzip` is decoded on the way, as it streams: each
+/// event is yielded as soon as its compressed bytes have arrived.
 #[derive(Debug)]
 pub struct EventStreamDecoder {
     response: ResponseDecoder,
     events: sse::Decoder,
     /// Body bytes on their way from the response decoder to the SSE decoder.
     body: Vec<u8>,
+    /// The body's content coding, undone once the head is known.
+    coding: Option<BodyDecoder>,
+}
+
+/// Undoes a response body's content coding as the body streams: identity passes
+/// bytes through, `gzip` is inflated by flate2's streaming decoder, giving every
+/// byte that the compressed bytes so far hold (the server flushes at each write).
+pub struct BodyDecoder {
+    gzip: Option<flate2::write::GzDecoder<Vec<u8>>>,
+    failed: bool,
+}
+
+impl fmt::Debug for BodyDecoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyDecoder")
+            .field("gzip", &self.gzip.is_some())
+            .finish()
+    }
+}
+
+impl BodyDecoder {
+    /// The decoder for a response with this head: gzip when its last
+    /// `Content-Encoding` is `gzip` (or `x-gzip`), else identity.
+    #[must_use]
+    pub fn for_head(head: &Head) -> BodyDecoder {
+        let gzip = head
+            .headers_all("content-encoding")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case("gzip") || c.eq_ignore_ascii_case("x-gzip"));
+        BodyDecoder {
+            gzip: gzip.then(|| flate2::write::GzDecoder::new(Vec::new())),
+            failed: false,
+        }
+    }
+
+    /// Appends what `bytes` (the next body bytes) decode to.
+    ///
+    /// # Errors
+    /// [`ResponseError::BadGzip`] when the body is not valid gzip (then always).
+    pub fn decode(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), ResponseError> {
+        use std::io::Write as _;
+        if self.failed {
+            return Err(ResponseError::BadGzip);
+        }
+        let Some(gz) = &mut self.gzip else {
+            out.extend_from_slice(bytes);
+            return Ok(());
+        };
+        // `write_all` into a `Vec` only fails on invalid data; `flush` pushes out
+        // everything decodable so far.
+        if gz.write_all(bytes).and_then(|()| gz.flush()).is_err() {
+            self.failed = true;
+            return Err(ResponseError::BadGzip);
+        }
+        out.append(gz.get_mut());
+        Ok(())
+    }
 }
 
 impl EventStreamDecoder {
@@ -628,6 +694,7 @@ impl EventStreamDecoder {
             response,
             events,
             body: Vec::new(),
+            coding: None,
         }
     }
 
@@ -670,12 +737,25 @@ impl EventStreamDecoder {
             if let Some(item) = self.events.poll() {
                 return Ok(Some(item));
             }
+            if self.coding.as_ref().is_some_and(|c| c.failed) {
+                return Err(ResponseError::BadGzip); // a fatal state stays fatal
+            }
             self.body.clear();
             let progress = self.response.poll_body(&mut self.body);
             if self.body.is_empty() {
                 return progress.map(|_| None);
             }
-            self.events.feed(&self.body);
+            let coding = match &mut self.coding {
+                Some(c) => c,
+                None => match self.response.head() {
+                    Some(head) => self.coding.insert(BodyDecoder::for_head(head)),
+                    // invariant: body bytes come only after the head.
+                    None => return Err(ResponseError::ClosedBeforeHead),
+                },
+            };
+            let mut decoded = Vec::new();
+            coding.decode(&self.body, &mut decoded)?;
+            self.events.feed(&decoded);
         }
     }
 }
@@ -1073,5 +1153,55 @@ mod tests {
                 fuzz_response(&data);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod gzip_tests {
+    use super::*;
+    use crate::gzip::Member;
+    use crate::sse::Item;
+
+    #[test]
+    fn a_gzip_event_stream_yields_each_event_as_its_bytes_arrive() {
+        let mut events = EventStreamDecoder::new(ResponseDecoder::new("GET"), sse::Decoder::new());
+        events.handle_bytes(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let mut member = Member::new();
+        let mut d = crate::gzip::Deflater::default();
+        for i in 0..5 {
+            let mut piece = Vec::new();
+            member.push_compressed(
+                &mut d,
+                format!("id: {i}\ndata: line {i}\n\n").as_bytes(),
+                false,
+                &mut piece,
+            );
+            let mut chunk = Vec::new();
+            crate::http::encode_chunk(&piece, &mut chunk);
+            events.handle_bytes(&chunk);
+            let Ok(Some(Item::Event(e))) = events.poll_item() else {
+                panic!("event {i} not decodable at once")
+            };
+            assert_eq!(e.data, format!("line {i}"));
+            assert_eq!(events.poll_item(), Ok(None));
+        }
+        let mut last = Vec::new();
+        member.finish(&mut last);
+        let mut chunk = Vec::new();
+        crate::http::encode_chunk(&last, &mut chunk);
+        events.handle_bytes(&chunk);
+        events.handle_bytes(b"0\r\n\r\n");
+        assert_eq!(events.poll_item(), Ok(None));
+        assert!(events.response().is_complete());
+    }
+
+    #[test]
+    fn a_body_that_is_not_gzip_is_an_error() {
+        let mut events = EventStreamDecoder::new(ResponseDecoder::new("GET"), sse::Decoder::new());
+        events.handle_bytes(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 12\r\n\r\ndata: hi\n\n\n\n");
+        assert_eq!(events.poll_item(), Err(ResponseError::BadGzip));
+        assert_eq!(events.poll_item(), Err(ResponseError::BadGzip));
     }
 }

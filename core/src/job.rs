@@ -448,6 +448,12 @@ impl Job {
         &self.log
     }
 
+    /// A gzip subscriber arrived: the log compresses new events once for all of
+    /// them ([`Log::enable_gzip`]).
+    pub fn enable_gzip(&mut self) {
+        self.log.enable_gzip();
+    }
+
     /// The creation time in milliseconds since the epoch.
     #[must_use]
     pub fn created_ms(&self) -> u64 {

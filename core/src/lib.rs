@@ -83,6 +83,7 @@ pub mod demo;
 pub mod event;
 pub mod feed;
 pub mod fuzzing;
+pub mod gzip;
 pub mod http;
 pub mod id;
 pub mod job;

@@ -13,8 +13,12 @@
 //!    pinned: every viewer, `?tail=N` included, can say what it is looking at.
 //! 4. Ids map to window positions in O(1) (ids are dense); evicted ids map to an
 //!    archive offset through a sparse index in O(log n).
+//! 5. Once a gzip subscriber has asked ([`Log::enable_gzip`]), each later event is
+//!    also compressed once, as a full-flush deflate [`gzip::Block`] that every gzip
+//!    subscriber shares. The compressor lives only until the `exit` event.
 
 use crate::archive;
+use crate::gzip;
 use crate::id::EventId;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,6 +41,8 @@ struct Entry {
     offset: u64,
     /// Whether it is a `stdout`/`stderr` event (for `?tail=N`).
     output: bool,
+    /// The event compressed once, when gzip was enabled before it was appended.
+    gz: Option<gzip::Block>,
 }
 
 /// Archive offsets are remembered about every this many bytes of archive.
@@ -72,6 +78,8 @@ pub struct Log {
     stdout_bytes: u64,
     stderr_bytes: u64,
     scratch: Vec<u8>,
+    /// The job's one compressor for shared blocks, from [`Log::enable_gzip`] to `exit`.
+    deflater: Option<Box<gzip::Deflater>>,
 }
 
 impl Log {
@@ -96,6 +104,7 @@ impl Log {
             stdout_bytes: 0,
             stderr_bytes: 0,
             scratch: Vec::new(),
+            deflater: None,
         }
     }
 
@@ -186,6 +195,23 @@ impl Log {
         self.entries.get(pos).map(|e| &e.wire[..])
     }
 
+    /// The shared gzip block of a visible event still in memory, if it has one
+    /// (events appended before [`Log::enable_gzip`] have none).
+    #[must_use]
+    pub fn block(&self, id: u64) -> Option<&gzip::Block> {
+        if id < self.first || id > self.visible {
+            return None;
+        }
+        let pos = usize::try_from(id - self.first).ok()?;
+        self.entries.get(pos).and_then(|e| e.gz.as_ref())
+    }
+
+    /// Whether the log compresses events as they are appended.
+    #[must_use]
+    pub fn gzip_enabled(&self) -> bool {
+        self.deflater.is_some()
+    }
+
     /// Where to start reading the archive to find event `id`: a record offset and
     /// the id of the record there (at or before `id`). `None` in memory mode or for
     /// ids the log never had.
@@ -205,6 +231,14 @@ impl Log {
     }
 
     // ---- mutators ----
+
+    /// A gzip subscriber arrived: compress every event appended from now on once,
+    /// for all of them. Does nothing once the `exit` event is appended.
+    pub fn enable_gzip(&mut self) {
+        if self.exit_id.is_none() && self.deflater.is_none() {
+            self.deflater = Some(Box::default());
+        }
+    }
 
     /// Appends an event whose wire bytes `encode` writes for the given id; returns the
     /// id. `output` marks `stdout`/`stderr` events; `exit` marks the final event.
@@ -243,9 +277,16 @@ impl Log {
         if id == 1 {
             self.start = Some(wire.clone());
         }
+        let gz = self
+            .deflater
+            .as_deref_mut()
+            .map(|d| gzip::Block::compress(d, &wire));
         match kind {
             Kind::Output => self.last_output = id,
-            Kind::Exit => self.exit_id = Some(id),
+            Kind::Exit => {
+                self.exit_id = Some(id);
+                self.deflater = None;
+            }
             Kind::Other => {}
         }
         if self.entries.is_empty() {
@@ -256,6 +297,7 @@ impl Log {
             wire,
             offset,
             output: kind == Kind::Output,
+            gz,
         });
         self.next += 1;
     }

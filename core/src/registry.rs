@@ -36,7 +36,8 @@ use crate::assembler::AssemblerConfig;
 use crate::config::{CommandSpec, Config};
 use crate::event::EndReason;
 use crate::feed::{ChangeKind, Feed, ListSubscriber};
-use crate::http::{self, ApiError, Request, Response, ResponseHead, Route};
+use crate::gzip::{self, BodyEncoder};
+use crate::http::{self, ApiError, ContentCoding, Request, Response, ResponseHead, Route};
 use crate::id::JobId;
 use crate::job::{Job, JobSettings, ALL_STATES};
 use crate::link::{self, LinkError, LinkKey};
@@ -118,6 +119,9 @@ pub enum Reply {
         job: JobId,
         /// `?follow=1`.
         follow: bool,
+        /// Encodes the bytes read in the negotiated coding: every piece read goes
+        /// through [`BodyEncoder::encode`], and [`BodyEncoder::finish`] ends the body.
+        body: BodyEncoder,
     },
     /// The live job list: write `head`, then drive `subscriber` with
     /// [`Registry::poll_list`] until the client goes away.
@@ -500,19 +504,28 @@ impl<C: JobCell> Registry<C> {
     ) -> Reply {
         self.metrics.requests += 1;
         self.feed.seed(inputs.random);
-        let cors = admitted.cors_headers.clone();
+        let mut cors = admitted.cors_headers.clone();
+        if matches!(admitted.route, Route::JobEvents(_) | Route::JobLog(_)) {
+            // Every answer on a negotiated route depends on `Accept-Encoding`, the
+            // refusals (204, 4xx) too: a cache must not hand one client's answer
+            // to another that asked differently. (Streams add it with their coding.)
+            cors.push(("Vary", "Accept-Encoding".into()));
+        }
         match self.decide(req, &admitted, body, inputs) {
             Ok(mut reply) => {
-                match &mut reply {
+                let head = match &mut reply {
                     Reply::Full(r)
                     | Reply::Spawn { response: r, .. }
-                    | Reply::Stopping { response: r, .. } => {
-                        r.head.headers.extend(cors);
-                    }
+                    | Reply::Stopping { response: r, .. } => &mut r.head,
                     Reply::Stream { head, .. }
                     | Reply::RawLog { head, .. }
-                    | Reply::JobList { head, .. } => head.headers.extend(cors),
-                }
+                    | Reply::JobList { head, .. } => head,
+                };
+                let has_vary = head.get("vary").is_some();
+                head.headers.extend(
+                    cors.into_iter()
+                        .filter(|(n, _)| !(has_vary && *n == "Vary")),
+                );
                 reply
             }
             Err(e) => Reply::Full(e.response().with_headers(cors)),
@@ -597,21 +610,28 @@ impl<C: JobCell> Registry<C> {
                 let stream = &self.stream;
                 // One visit to the job: open the cursor and, for a real stream,
                 // count the new watcher before anything else can see the job.
+                let coding = http::negotiate(req);
+                let mut sse_head = http::sse_head();
+                coding.apply(&mut sse_head);
                 let opened = cell.with(|job| {
                     let opened = Subscriber::open(job.log(), &params, stream, jitter, inputs.now);
                     if opened.is_ok() && !head_only_request {
                         job.handle_watchers(watchers, inputs.now);
+                        if coding == ContentCoding::Gzip {
+                            job.enable_gzip();
+                        }
                     }
                     opened
                 });
                 match opened {
                     // HEAD gets the answer GET would, with no stream and no subscriber.
-                    Ok(_) if head_only_request => Ok(Reply::Full(head_only(http::sse_head()))),
-                    Ok(subscriber) => {
+                    Ok(_) if head_only_request => Ok(Reply::Full(head_only(sse_head))),
+                    Ok(mut subscriber) => {
                         self.subscribers += 1;
                         self.watchers.insert(id, watchers);
+                        subscriber.use_coding(coding);
                         Ok(Reply::Stream {
-                            head: http::sse_head(),
+                            head: sse_head,
                             job: id,
                             subscriber,
                         })
@@ -630,22 +650,32 @@ impl<C: JobCell> Registry<C> {
                         (false, memory_log_text(job))
                     }
                 });
+                let coding = http::negotiate(req);
                 if archived {
+                    let mut head = http::chunked_text_head();
+                    coding.apply(&mut head);
                     if admitted.head_only {
-                        return Ok(Reply::Full(head_only(http::chunked_text_head())));
+                        return Ok(Reply::Full(head_only(head)));
                     }
                     return Ok(Reply::RawLog {
-                        head: http::chunked_text_head(),
+                        head,
                         job: id,
                         follow,
+                        body: BodyEncoder::new(coding),
                     });
                 }
                 // Memory mode keeps no raw bytes: the text of the events still held.
-                Ok(Reply::Full(Response::text(
-                    200,
-                    "text/plain; charset=utf-8",
-                    memory_text,
-                )))
+                // (`Vary` is added by `handle`, for every answer on this route.)
+                Ok(Reply::Full(match coding {
+                    ContentCoding::Gzip => {
+                        let body = gzip::compress_all(memory_text.as_bytes());
+                        Response::text(200, "text/plain; charset=utf-8", body)
+                            .with_header("Content-Encoding", "gzip")
+                    }
+                    ContentCoding::Identity => {
+                        Response::text(200, "text/plain; charset=utf-8", memory_text)
+                    }
+                }))
             }
             Route::CreateLink(id) => self.create_link(id, req, body, inputs.wall),
             Route::Preflight => Ok(Reply::Full(Response::no_content())),

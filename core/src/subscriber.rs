@@ -10,11 +10,21 @@
 //!    ([`Next::ReadArchive`]) or, with no archive, are named by a `gap` event.
 //! 4. After `heartbeat` of silence, a `:` comment (or an id-less `heartbeat` event).
 //! 5. After the `exit` event, [`Next::End`]: the runtime ends the response.
+//! 6. Under gzip ([`Subscriber::use_coding`]) the same bytes go out as one gzip
+//!    member: events as the log's shared blocks (compressed once per job), the
+//!    subscriber's own pieces (`retry:`, heartbeats, gaps) as stored blocks, events
+//!    without a shared block (from the archive, or older than the first gzip
+//!    subscriber) compressed per call by a compressor dropped before it returns.
+//!    Every call ends on a flush point, so each write decodes at once; the trailer
+//!    is written before [`Next::End`].
 //!
-//! A subscriber holds a few words; a slow one costs nothing but its socket.
+//! A subscriber holds a few words, gzip or not; a slow one costs nothing but its
+//! socket.
 
 use crate::archive;
 use crate::event::{self, HeartbeatData};
+use crate::gzip::{self, Block, Member};
+use crate::http::ContentCoding;
 use crate::id::{Cursor, EventId};
 use crate::log::{Log, Persistence};
 use crate::sse;
@@ -127,6 +137,59 @@ pub struct Subscriber {
     ended: bool,
     /// Events written so far (for metrics).
     sent: u64,
+    /// The response's gzip member, when the body is gzip.
+    gzip: Option<Member>,
+}
+
+/// Where one call's bytes go: straight into the buffer (identity), or through the
+/// response's gzip member (see rule 6).
+struct Sink<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+    gzip: Option<&'a mut Member>,
+    /// Events with no shared block, compressed together at the next flush.
+    pending: Vec<u8>,
+}
+
+impl Sink<'_> {
+    /// Bytes this call has produced so far (before compression, for pending ones).
+    fn written(&self) -> usize {
+        self.buf.len() - self.start + self.pending.len()
+    }
+
+    /// The subscriber's own piece (`retry:`, heartbeat, gap).
+    fn own(&mut self, bytes: &[u8]) {
+        self.flush();
+        match &mut self.gzip {
+            None => self.buf.extend_from_slice(bytes),
+            Some(m) => m.push_stored(bytes, self.buf),
+        }
+    }
+
+    /// An event's wire bytes, with its shared block if it has one.
+    fn event(&mut self, wire: &[u8], block: Option<&Block>) {
+        match (&mut self.gzip, block) {
+            (None, _) => self.buf.extend_from_slice(wire),
+            (Some(m), Some(b)) => {
+                if self.pending.is_empty() {
+                    m.push_block(b, self.buf);
+                } else {
+                    self.flush();
+                    self.event(wire, block);
+                }
+            }
+            (Some(_), None) => self.pending.extend_from_slice(wire),
+        }
+    }
+
+    /// Compresses the pending events (a compressor only for this call).
+    fn flush(&mut self) {
+        if let (Some(m), false) = (&mut self.gzip, self.pending.is_empty()) {
+            let mut d = gzip::Deflater::default();
+            m.push_compressed(&mut d, &self.pending, true, self.buf);
+            self.pending.clear();
+        }
+    }
 }
 
 impl Subscriber {
@@ -157,6 +220,7 @@ impl Subscriber {
             archive_len: ARCHIVE_READ_BYTES,
             ended: false,
             sent: 0,
+            gzip: None,
         };
         if let Some(text) = params.last_event_id {
             let cursor = Cursor::parse(text).map_err(|e| {
@@ -185,6 +249,13 @@ impl Subscriber {
         Ok(sub)
     }
 
+    /// Sets the coding of the response body (identity by default). Call it before
+    /// the first [`Subscriber::poll_transmit`]; gzip subscribers also want the log's
+    /// shared blocks ([`Log::enable_gzip`]).
+    pub fn use_coding(&mut self, coding: ContentCoding) {
+        self.gzip = (coding == ContentCoding::Gzip).then(Member::new);
+    }
+
     /// How many events this subscriber has written (heartbeats not counted).
     #[must_use]
     pub fn events_sent(&self) -> u64 {
@@ -200,26 +271,52 @@ impl Subscriber {
     /// Appends the next bytes to send to `buf` (whole events, up to
     /// [`TRANSMIT_BUDGET`]) and says what to do next.
     pub fn poll_transmit(&mut self, log: &Log, now: Instant, buf: &mut Vec<u8>) -> Next {
+        let mut gz = self.gzip.take();
+        let start = buf.len();
+        let mut sink = Sink {
+            buf,
+            start,
+            gzip: gz.as_mut(),
+            pending: Vec::new(),
+        };
+        let mut next = self.transmit(log, now, &mut sink);
+        sink.flush();
+        if next == Next::End {
+            if let Some(m) = sink.gzip.as_mut().filter(|m| !m.is_finished()) {
+                m.finish(sink.buf);
+                next = Next::Wrote;
+            }
+        }
+        self.gzip = gz;
+        next
+    }
+
+    fn transmit(&mut self, log: &Log, now: Instant, sink: &mut Sink<'_>) -> Next {
         if self.ended {
             return Next::End;
         }
-        let start_len = buf.len();
+        let mut own = Vec::new();
         if let Some(ms) = self.preamble.take() {
-            sse::encode_retry(ms, buf);
+            sse::encode_retry(ms, &mut own);
         }
         if let Some(to) = self.tail_gap_to.take() {
             if let Some(start) = log.get(1) {
-                buf.extend_from_slice(start);
+                sink.own(&own);
+                own.clear();
+                sink.event(start, log.block(1));
             }
             event::encode_gap(
                 EventId::FIRST.next(),
                 EventId::new(to).unwrap_or(EventId::FIRST),
-                buf,
+                &mut own,
             );
         }
-        while buf.len() - start_len < TRANSMIT_BUDGET && self.next <= log.last_visible() {
+        if !own.is_empty() {
+            sink.own(&own);
+        }
+        while sink.written() < TRANSMIT_BUDGET && self.next <= log.last_visible() {
             if let Some(wire) = log.get(self.next) {
-                buf.extend_from_slice(wire);
+                sink.event(wire, log.block(self.next));
                 self.next += 1;
                 self.sent += 1;
                 continue;
@@ -227,7 +324,7 @@ impl Subscriber {
             // `next` has left the memory window.
             match log.persistence() {
                 Persistence::Archive => {
-                    if buf.len() > start_len {
+                    if sink.written() > 0 {
                         break; // send what we have; the archive read comes next call
                     }
                     let (offset, first) = match self.archive_at {
@@ -247,11 +344,11 @@ impl Subscriber {
                 }
                 Persistence::Memory => {
                     let to = log.window_first() - 1;
-                    self.write_gap(self.next, to, buf);
+                    self.write_gap(self.next, to, sink);
                 }
             }
         }
-        if buf.len() > start_len {
+        if sink.written() > 0 {
             self.last_write = now;
             return Next::Wrote;
         }
@@ -268,10 +365,11 @@ impl Subscriber {
                     stdout_bytes,
                     stderr_bytes,
                 };
-                event::encode_heartbeat(&data, buf);
+                event::encode_heartbeat(&data, &mut own);
             } else {
-                sse::encode_comment("", buf);
+                sse::encode_comment("", &mut own);
             }
+            sink.own(&own);
             self.last_write = now;
             return Next::Wrote;
         }
@@ -290,17 +388,38 @@ impl Subscriber {
         bytes: &[u8],
         buf: &mut Vec<u8>,
     ) {
-        let start_len = buf.len();
+        let mut gz = self.gzip.take();
+        let start = buf.len();
+        let mut sink = Sink {
+            buf,
+            start,
+            gzip: gz.as_mut(),
+            pending: Vec::new(),
+        };
+        self.archive(log, offset, first, bytes, &mut sink);
+        sink.flush();
+        self.gzip = gz;
+    }
+
+    fn archive(
+        &mut self,
+        log: &Log,
+        offset: u64,
+        first: EventId,
+        bytes: &[u8],
+        sink: &mut Sink<'_>,
+    ) {
         let scan = archive::scan(bytes, first);
         let (mut pos, mut pos_id) = (offset, first.get());
         for record in &scan.records {
-            if buf.len() - start_len >= TRANSMIT_BUDGET {
+            if sink.written() >= TRANSMIT_BUDGET {
                 break;
             }
             pos += (archive::RECORD_HEADER_LEN + record.wire.len()) as u64;
             pos_id = record.id.get() + 1;
             if record.id.get() == self.next {
-                buf.extend_from_slice(record.wire);
+                // Archive reads have no shared block: compressed per call.
+                sink.event(record.wire, None);
                 self.next += 1;
                 self.sent += 1;
             }
@@ -326,16 +445,172 @@ impl Subscriber {
         // to the memory window, rather than lose it silently.
         self.archive_at = None;
         let to = log.window_first().saturating_sub(1).max(self.next);
-        self.write_gap(self.next, to.min(log.last_visible()), buf);
+        self.write_gap(self.next, to.min(log.last_visible()), sink);
     }
 
-    fn write_gap(&mut self, from: u64, to: u64, buf: &mut Vec<u8>) {
+    fn write_gap(&mut self, from: u64, to: u64, sink: &mut Sink<'_>) {
         if let (Some(from_id), Some(to_id)) = (EventId::new(from), EventId::new(to)) {
             if to >= from {
-                event::encode_gap(from_id, to_id, buf);
+                let mut own = Vec::new();
+                event::encode_gap(from_id, to_id, &mut own);
+                sink.own(&own);
                 self.next = to + 1;
                 self.sent += 1;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod gzip_tests {
+    use super::*;
+    use crate::log::Kind;
+
+    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A log of `n` events (the last one `exit`), gzip enabled from event
+    /// `gzip_from` on, with a small window so old events come from the archive (or
+    /// a gap, in memory mode). Returns the log and its archive file.
+    fn log(n: u64, gzip_from: u64, persistence: Persistence) -> (Log, Vec<u8>) {
+        let mut log = Log::new(persistence, 2_000);
+        let mut file = Vec::new();
+        for i in 1..=n {
+            if i == gzip_from {
+                log.enable_gzip();
+            }
+            let kind = if i == n { Kind::Exit } else { Kind::Output };
+            log.append(kind, |id, buf| {
+                let line = format!(
+                    "Compiling crate-{} v0.{}.0 (/src/crate-{})",
+                    i % 9,
+                    i % 4,
+                    i % 9
+                );
+                buf.extend_from_slice(
+                    format!(
+                        "id: {}\ndata: {}\n\n",
+                        id.get(),
+                        line.repeat(1 + (i % 5) as usize)
+                    )
+                    .as_bytes(),
+                );
+            });
+            if let Some((records, upto)) = log.poll_persist() {
+                file.extend_from_slice(&records);
+                log.handle_persisted(upto);
+            }
+        }
+        assert!(!log.gzip_enabled(), "the compressor is dropped at exit");
+        (log, file)
+    }
+
+    /// Drives a subscriber to the end; returns every write.
+    fn drive(log: &Log, file: &[u8], mut sub: Subscriber, t0: Instant) -> Vec<Vec<u8>> {
+        let mut writes = Vec::new();
+        let mut now = t0;
+        for _ in 0..10_000 {
+            let mut buf = Vec::new();
+            match sub.poll_transmit(log, now, &mut buf) {
+                Next::Wrote => writes.push(buf),
+                Next::Wait(Some(t)) => now = t,
+                Next::Wait(None) => panic!("a finished log never waits forever"),
+                Next::ReadArchive { offset, first, len } => {
+                    let at = usize::try_from(offset).unwrap().min(file.len());
+                    let bytes = &file[at..(at + len).min(file.len())];
+                    sub.handle_archive(log, offset, first, bytes, &mut buf);
+                    if !buf.is_empty() {
+                        writes.push(buf);
+                    }
+                }
+                Next::End => return writes,
+            }
+        }
+        panic!("no end");
+    }
+
+    #[test]
+    fn gzip_decodes_to_exactly_the_identity_stream_from_any_resume_point() {
+        let t0 = t0();
+        for persistence in [Persistence::Archive, Persistence::Memory] {
+            for gzip_from in [1, 20, 1000] {
+                let (log, file) = log(60, gzip_from, persistence);
+                for last in [None, Some(0u64), Some(1), Some(7), Some(30), Some(58)] {
+                    let text = last.map(|l| l.to_string());
+                    let params = SubscribeParams {
+                        last_event_id: text.as_deref(),
+                        ..SubscribeParams::default()
+                    };
+                    let settings = StreamSettings::default();
+                    let plain = Subscriber::open(&log, &params, &settings, 7, t0).unwrap();
+                    let mut gz = plain.clone();
+                    gz.use_coding(ContentCoding::Gzip);
+                    let want: Vec<u8> = drive(&log, &file, plain, t0).concat();
+                    let writes = drive(&log, &file, gz, t0);
+                    // Every write decodes alone up to its end ...
+                    let mut wire = Vec::new();
+                    for (i, w) in writes.iter().enumerate() {
+                        wire.extend_from_slice(w);
+                        let (got, ended) = crate::gzip::tests::decode_prefix(&wire);
+                        // (a write's bytes all decode: whole events, nothing held)
+                        assert!(want.starts_with(&got), "{persistence:?} {last:?} write {i}");
+                        assert!(got.ends_with(b"\n\n"), "{persistence:?} {last:?} write {i}");
+                        assert_eq!(ended, i + 1 == writes.len());
+                    }
+                    // ... and the whole is a valid gzip member of exactly the
+                    // identity stream.
+                    let (got, ended) = crate::gzip::tests::decode_prefix(&wire);
+                    assert!(ended);
+                    assert_eq!(got, want, "{persistence:?} gzip from {gzip_from}, {last:?}");
+                    let mut std = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(&wire[..]),
+                        &mut std,
+                    )
+                    .unwrap();
+                    assert_eq!(std, want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn live_writes_decode_at_once_and_heartbeats_too() {
+        let t0 = t0();
+        let mut log = Log::new(Persistence::Memory, 1 << 20);
+        log.enable_gzip();
+        let settings = StreamSettings::default();
+        let params = SubscribeParams::default();
+        let mut plain = Subscriber::open(&log, &params, &settings, 3, t0).unwrap();
+        let mut gz = plain.clone();
+        gz.use_coding(ContentCoding::Gzip);
+        let (mut want, mut wire) = (Vec::new(), Vec::new());
+        let mut now = t0;
+        for i in 1..=20u64 {
+            if i % 4 == 0 {
+                now += settings.heartbeat; // silence: a heartbeat is due
+            } else {
+                log.append(Kind::Output, |id, buf| {
+                    buf.extend_from_slice(format!("id: {}\ndata: x{i}\n\n", id.get()).as_bytes())
+                });
+                now += ms(10);
+            }
+            let mut b = Vec::new();
+            assert_eq!(plain.poll_transmit(&log, now, &mut b), Next::Wrote);
+            want.extend_from_slice(&b);
+            b.clear();
+            assert_eq!(gz.poll_transmit(&log, now, &mut b), Next::Wrote);
+            wire.extend_from_slice(&b);
+            // Everything written so far decodes now, not at the next write.
+            let (got, ended) = crate::gzip::tests::decode_prefix(&wire);
+            assert!(!ended);
+            assert_eq!(got, want, "after step {i}");
         }
     }
 }

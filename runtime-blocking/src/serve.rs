@@ -25,8 +25,11 @@ use std::time::Duration;
 
 /// Stack of a connection thread: the request path is shallow (a head, a body of
 /// at most 64 KiB on the heap, core calls, an 8 KiB read buffer), and thousands of
-/// idle streams must stay cheap.
-const STACK_BYTES: usize = 256 * 1024;
+/// idle streams must stay cheap. But a gzip stream builds a miniz_oxide compressor,
+/// which is assembled on the stack before it is boxed: under 128 KiB in release
+/// builds, 256-384 KiB in debug ones. Untouched stack pages cost no memory, so the
+/// reservation is generous.
+const STACK_BYTES: usize = 512 * 1024;
 
 /// Connection threads beyond the subscriber limit: room for plain requests (and
 /// the core's own `503` for one stream too many) while every stream slot is taken.
@@ -315,9 +318,14 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
                 stream::job_list(shared, &mut conn, head, framing, subscriber);
                 return;
             }
-            Reply::RawLog { head, job, follow } => {
+            Reply::RawLog {
+                head,
+                job,
+                follow,
+                body,
+            } => {
                 let framing = StreamFraming::for_version(version);
-                stream::raw_log(shared, &mut conn, head, framing, job, follow);
+                stream::raw_log(shared, &mut conn, head, framing, job, follow, body);
                 return;
             }
             _ => return,

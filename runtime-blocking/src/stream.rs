@@ -17,6 +17,7 @@ use crate::clock;
 use crate::http::Conn;
 use event_listener::Listener as _;
 use spout_core::feed::ListSubscriber;
+use spout_core::gzip::BodyEncoder;
 use spout_core::http::{ResponseHead, StreamFraming};
 use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
 use spout_core::subscriber::{Next, Subscriber};
@@ -158,7 +159,8 @@ pub fn job_list(
 }
 
 /// Serves a job's raw output log from its archive file, as the core says: up to its
-/// length at the request, or (follow) until the job is complete.
+/// length at the request, or (follow) until the job is complete. Each read goes out
+/// through `body` (the negotiated coding), which also writes the body's last bytes.
 pub fn raw_log(
     shared: &Shared,
     conn: &mut Conn,
@@ -166,6 +168,7 @@ pub fn raw_log(
     framing: StreamFraming,
     id: JobId,
     follow: bool,
+    mut body: BodyEncoder,
 ) {
     let mut frame = Vec::new();
     framing.adapt(&mut head);
@@ -178,8 +181,9 @@ pub fn raw_log(
     let mut file = None;
     let mut misses = 0u32;
     // Found once; a job that is gone ends the answer (the core says `End`).
+    let mut coded = Vec::new();
     let Some(slot) = shared.slot(id) else {
-        let _ = conn.write_all(framing.end());
+        end_log(conn, framing, &mut body, &mut frame);
         return;
     };
     let limit = if follow {
@@ -207,7 +211,9 @@ pub fn raw_log(
                     Some(Ok(n)) if n > 0 => {
                         misses = 0;
                         offset += n as u64;
-                        if !send_chunk(conn, framing, &buf[..n], &mut frame) {
+                        coded.clear();
+                        body.encode(&buf[..n], &mut coded);
+                        if !send_chunk(conn, framing, &coded, &mut frame) {
                             return;
                         }
                     }
@@ -217,7 +223,7 @@ pub fn raw_log(
                         // a file that never appears ends the answer after ~1 s.
                         misses += 1;
                         if misses > 200 {
-                            let _ = conn.write_all(framing.end());
+                            end_log(conn, framing, &mut body, &mut frame);
                             return;
                         }
                         std::thread::sleep(Duration::from_millis(5));
@@ -230,9 +236,18 @@ pub fn raw_log(
                 }
             }
             LogNext::End => {
-                let _ = conn.write_all(framing.end());
+                end_log(conn, framing, &mut body, &mut frame);
                 return;
             }
         }
+    }
+}
+
+/// Ends a raw-log body: the coding's last bytes, then the framing's end.
+fn end_log(conn: &mut Conn, framing: StreamFraming, body: &mut BodyEncoder, frame: &mut Vec<u8>) {
+    let mut last = Vec::new();
+    body.finish(&mut last);
+    if send_chunk(conn, framing, &last, frame) {
+        let _ = conn.write_all(framing.end());
     }
 }

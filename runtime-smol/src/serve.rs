@@ -191,7 +191,12 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                 stream::job_list(&shared, &stream, head, framing, subscriber).await;
                 return;
             }
-            Reply::RawLog { head, job, follow } => {
+            Reply::RawLog {
+                head,
+                job,
+                follow,
+                body,
+            } => {
                 stream::raw_log(
                     &shared,
                     &stream,
@@ -199,6 +204,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                     StreamFraming::for_version(version),
                     job,
                     follow,
+                    body,
                 )
                 .await;
                 return;

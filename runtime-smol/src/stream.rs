@@ -11,6 +11,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::Timer;
 use spout_core::feed::ListSubscriber;
+use spout_core::gzip::BodyEncoder;
 use spout_core::http::{self, ResponseHead, StreamFraming};
 use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
 use spout_core::subscriber::{Next, Subscriber};
@@ -240,7 +241,8 @@ async fn read_output(
 }
 
 /// Serves a job's raw output log from its archive file, as the core says: up to its
-/// length at the request, or (follow) until the job is complete.
+/// length at the request, or (follow) until the job is complete. Each read goes out
+/// through `body` (the negotiated coding), which also writes the body's last bytes.
 pub async fn raw_log(
     shared: &Arc<Shared>,
     stream: &TcpStream,
@@ -248,6 +250,7 @@ pub async fn raw_log(
     framing: StreamFraming,
     id: JobId,
     follow: bool,
+    mut body: BodyEncoder,
 ) {
     let mut w = stream.clone();
     let mut frame = Vec::new();
@@ -261,8 +264,9 @@ pub async fn raw_log(
     let mut file = None;
     let mut misses = 0u32;
     // Found once; a job that is gone ends the answer (the core says `End`).
+    let mut coded = Vec::new();
     let Some(slot) = shared.slot(id) else {
-        let _ = send(&mut w, framing.end()).await;
+        end_log(&mut w, framing, &mut body, &mut frame).await;
         return;
     };
     let limit = if follow {
@@ -287,7 +291,9 @@ pub async fn raw_log(
                     Some(Ok(n)) if n > 0 => {
                         misses = 0;
                         offset += n as u64;
-                        if !send_chunk(&mut w, framing, &buf[..n], &mut frame).await {
+                        coded.clear();
+                        body.encode(&buf[..n], &mut coded);
+                        if !send_chunk(&mut w, framing, &coded, &mut frame).await {
                             return;
                         }
                     }
@@ -297,7 +303,7 @@ pub async fn raw_log(
                         // a file that never appears ends the answer after ~1 s.
                         misses += 1;
                         if misses > 200 {
-                            let _ = send(&mut w, framing.end()).await;
+                            end_log(&mut w, framing, &mut body, &mut frame).await;
                             return;
                         }
                         Timer::after(Duration::from_millis(5)).await;
@@ -316,9 +322,23 @@ pub async fn raw_log(
                 }
             }
             LogNext::End => {
-                let _ = send(&mut w, framing.end()).await;
+                end_log(&mut w, framing, &mut body, &mut frame).await;
                 return;
             }
         }
+    }
+}
+
+/// Ends a raw-log body: the coding's last bytes, then the framing's end.
+async fn end_log(
+    w: &mut TcpStream,
+    framing: StreamFraming,
+    body: &mut BodyEncoder,
+    frame: &mut Vec<u8>,
+) {
+    let mut last = Vec::new();
+    body.finish(&mut last);
+    if send_chunk(w, framing, &last, frame).await {
+        let _ = send(w, framing.end()).await;
     }
 }

@@ -220,6 +220,9 @@ async function runAgainst(label, bin, browser) {
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
     page.on('dialog', (d) => { problems.push(`dialog: ${d.message()}`); d.dismiss(); });
     page.on('request', (r) => { if (!r.url().startsWith(server.addr) && !r.url().startsWith('data:')) problems.push(`external request: ${r.url()}`); });
+    // The event streams' heads as the browser received them (for the gzip check).
+    const streamHeads = new Map();
+    page.on('response', (r) => { if (/\/events(\?|$)/.test(r.url())) streamHeads.set(new URL(r.url()).pathname, r); });
     try {
       await page.goto(server.addr + '/');
       check(`${label}: the page lists the declared commands`,
@@ -283,6 +286,14 @@ async function runAgainst(label, bin, browser) {
         document.getElementById('pill').dataset.state === 'live' &&
         [...document.querySelectorAll('#lines > .ln.o')].some((l) => l.textContent === 'sleeping'), sid);
       check(`${label}: a running job is shown live with its output`, !!sid && live);
+      // Chromium's EventSource sends Accept-Encoding: gzip by itself: the stream it
+      // just rendered live was gzip (so nothing was held back for a buffer).
+      const head = streamHeads.get(`/jobs/${sid}/events`);
+      const sent = head ? await head.request().allHeaders() : {};
+      const got = head ? await head.allHeaders() : {};
+      check(`${label}: the live stream was gzip (Chromium asked for it)`,
+        /gzip/.test(sent['accept-encoding'] || '') && got['content-encoding'] === 'gzip' && got['vary'] === 'Accept-Encoding',
+        { sent: sent['accept-encoding'], got });
       check(`${label}: a running job has a Stop button`, await page.isVisible('#stop'));
       await page.click('#stop');
       const stopped = await ended(page, sid) && await page.$eval('#pill', (p) => p.textContent);

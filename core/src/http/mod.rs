@@ -33,6 +33,7 @@ mod auth;
 mod body;
 mod conn;
 mod cors;
+mod encoding;
 mod error;
 mod response;
 
@@ -43,6 +44,7 @@ pub use body::{
 };
 pub use conn::{fuzz_conn, ConnLimits, Event, Head, ReadError, ServerConn};
 pub use cors::{BadOrigin, Cors, ALLOW_HEADERS, PREFLIGHT_MAX_AGE};
+pub use encoding::{negotiate, ContentCoding};
 pub use error::ApiError;
 pub use response::{
     chunked_text_head, encode_chunk, reason_phrase, sse_head, Response, ResponseHead, CONTINUE,
