@@ -77,7 +77,7 @@ impl Drivers {
 /// runs it. The caller sends the `201` only after this returns, so a crash at any
 /// later instant leaves a record the next start finds.
 pub fn start(shared: Arc<Shared>, drivers: Arc<Drivers>, id: JobId, plan: SpawnPlan) {
-    let io = record(&shared, id);
+    let io = JobIo::record(&shared, id, clock::now());
     // A small bound: a job that writes faster than we archive is slowed by its
     // pipe, not buffered in our memory.
     let (tx, rx) = sync_channel::<Msg>(8);
@@ -99,25 +99,6 @@ pub fn start(shared: Arc<Shared>, drivers: Arc<Drivers>, id: JobId, plan: SpawnP
             job.handle_spawn_failed(&format!("cannot start a thread: {e}"), now, clock::wall());
         });
         shared.lock().job_finished(clock::wall());
-    }
-}
-
-/// The job's files, created, with its record written (the core's first action).
-/// Without an archive the job is stopped (`archive_error`) rather than run with
-/// nothing saved.
-fn record(shared: &Shared, id: JobId) -> JobIo {
-    let now = clock::now();
-    match JobIo::create(shared, id) {
-        Ok(mut io) => {
-            let _ = io.drain(shared, now);
-            io
-        }
-        Err(e) => {
-            log(&format!("job {id}: cannot create its archive: {e}"));
-            let mut io = JobIo::without_files(id);
-            let _ = io.with_job(shared, now, |job| job.handle_archive_failed(now));
-            io
-        }
     }
 }
 

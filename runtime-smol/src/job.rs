@@ -36,7 +36,7 @@ const READ_BYTES: usize = 64 * 1024;
 pub async fn start(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
     let io = smol::unblock({
         let shared = shared.clone();
-        move || record(&shared, id)
+        move || JobIo::record(&shared, id, clock::now())
     })
     .await;
     smol::spawn(drive(shared, id, plan, io)).detach();
@@ -57,25 +57,6 @@ async fn step<R: Send + 'static>(
         (io, r)
     })
     .await
-}
-
-/// The job's files, created, with its record written (the core's first action).
-/// Without an archive the job is stopped (`archive_error`) rather than run with
-/// nothing saved.
-fn record(shared: &Shared, id: JobId) -> JobIo {
-    let now = clock::now();
-    match JobIo::create(shared, id) {
-        Ok(mut io) => {
-            let _ = io.drain(shared, now);
-            io
-        }
-        Err(e) => {
-            log(&format!("job {id}: cannot create its archive: {e}"));
-            let mut io = JobIo::without_files(id);
-            let _ = io.with_job(shared, now, |job| job.handle_archive_failed(now));
-            io
-        }
-    }
 }
 
 async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {

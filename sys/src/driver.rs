@@ -245,6 +245,24 @@ impl JobIo {
         })
     }
 
+    /// The I/O of a new job, its files created and its record written (the core's
+    /// first action), ready before the job's `201` is sent. Without an archive the
+    /// job is stopped (`archive_error`) rather than run with nothing saved.
+    pub fn record(shared: &Shared, id: JobId, now: Instant) -> JobIo {
+        match JobIo::create(shared, id) {
+            Ok(mut io) => {
+                let _ = io.drain(shared, now);
+                io
+            }
+            Err(e) => {
+                log(&format!("job {id}: cannot create its archive: {e}"));
+                let mut io = JobIo::without_files(id);
+                let _ = io.with_job(shared, now, |job| job.handle_archive_failed(now));
+                io
+            }
+        }
+    }
+
     /// The I/O of a job that has no archive files (memory mode, or the archive
     /// could not be written).
     #[must_use]
