@@ -87,13 +87,7 @@ fn serve(started: Started) -> anyhow::Result<()> {
         .limits
         .max_subscribers
         .saturating_add(EXTRA_CONNECTIONS);
-    let listener =
-        TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
-    // Non-blocking so that a connection that vanishes between `poll` and `accept`
-    // cannot block the loop (and with it the shutdown).
-    listener
-        .set_nonblocking(true)
-        .context("cannot set up the listening socket")?;
+    let listener = startup::bind(listen)?;
     let addr = listener.local_addr()?;
     let state = Arc::new(State {
         shared,

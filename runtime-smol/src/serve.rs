@@ -43,9 +43,8 @@ fn serve(started: Started) -> anyhow::Result<()> {
         summary,
     } = started;
     smol::block_on(async {
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let listener = TcpListener::try_from(startup::bind(listen)?)
+            .context("cannot set up the listening socket")?;
         let addr = listener.local_addr()?;
         log(&format!("listening on http://{addr}"));
         log(&summary);

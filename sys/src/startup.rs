@@ -12,7 +12,7 @@ use spout_core::cli::ServeOptions;
 use spout_core::config::Config;
 use spout_core::link::LinkKey;
 use spout_core::registry::Registry;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -112,4 +112,19 @@ fn prepare(
         listen,
         summary,
     })
+}
+
+/// Binds the server's listening socket, non-blocking (the smol runtime adopts it
+/// into its reactor; the blocking one `poll`s it, so a connection that vanishes
+/// between `poll` and `accept` cannot block the loop and with it the shutdown).
+///
+/// # Errors
+/// The address is taken, not ours, or needs privileges; the message names it.
+pub fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener =
+        TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot set up the listening socket")?;
+    Ok(listener)
 }
