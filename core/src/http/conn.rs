@@ -359,7 +359,15 @@ impl ServerConn {
             return;
         }
         let mut out = Vec::new();
-        response.encode(self.head_only, &mut out);
+        if self.keep_alive || response.closes_connection() {
+            response.encode(self.head_only, &mut out);
+        } else {
+            // The connection ends after this answer: say so (RFC 9112 §9.6), or a
+            // client or proxy that reads our HTTP/1.1 status line as persistent
+            // (nginx speaking HTTP/1.0 upstream) reuses a closed connection.
+            let closing = response.clone().with_header("Connection", "close");
+            closing.encode(self.head_only, &mut out);
+        }
         self.transmit.push_back(out);
         if response.closes_connection() || !self.keep_alive {
             self.close();
@@ -991,20 +999,25 @@ mod tests {
 
     #[test]
     fn http_1_0_closes_after_its_answer_unless_keep_alive() {
+        // Closing answers say so, once; kept connections do not.
+        let closes = |c: &mut Sim| c.take_written().matches("Connection: close\r\n").count();
         let mut c = Sim::new();
         assert_eq!(c.read(b"GET / HTTP/1.0\r\n\r\n").head().version, 0);
         c.answer();
         assert!(c.conn.is_closed());
+        assert_eq!(closes(&mut c), 1);
         let mut c = Sim::new();
         c.read(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             .head();
         c.answer();
         assert!(!c.conn.is_closed());
+        assert_eq!(closes(&mut c), 0);
         let mut c = Sim::new();
         c.read(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
             .head();
         c.answer();
         assert!(c.conn.is_closed());
+        assert_eq!(closes(&mut c), 1);
     }
 
     #[test]
