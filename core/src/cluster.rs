@@ -1116,6 +1116,11 @@ mod tests {
         EventId::new(n).unwrap()
     }
 
+    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -1327,7 +1332,7 @@ mod tests {
         let digests: BTreeSet<String> = changed
             .iter()
             .chain([&base])
-            .map(|s| table(&[s.clone()]).digest().to_owned())
+            .map(|s| table(std::slice::from_ref(s)).digest().to_owned())
             .collect();
         assert_eq!(digests.len(), changed.len() + 1);
     }
@@ -1376,7 +1381,7 @@ mod tests {
 
     #[test]
     fn owner_lease_transitions() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let ttl = Duration::from_secs(9);
         let mut lease = OwnerLease::new(ttl, t0);
         assert_eq!(lease.state(), LeaseState::Held);
@@ -1428,7 +1433,7 @@ mod tests {
 
     #[test]
     fn judge_lease_table() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let ttl = Duration::from_secs(10);
         // (seen, stream ended, connected since, now, verdict)
         let cases = [
@@ -1882,7 +1887,7 @@ mod tests {
         for round in 0..300 {
             let n = 1 + next() % 200;
             let mut stream = prefilled(0);
-            let mut actors = vec![
+            let mut actors = [
                 Actor::Owner {
                     pusher: Pusher::new(),
                     n,
