@@ -445,6 +445,16 @@ impl Config {
         config.apply(options);
         config.validate()?;
         config.check_listen(options.insecure_no_auth)?;
+        if config.redis.is_some() {
+            // Parsed and checked, but no server uses it yet (docs/cluster.md, "What
+            // is left"): refusing beats a cluster that silently is not one. The
+            // wiring session removes this check.
+            return Err(ConfigError::new(
+                "redis",
+                "cluster mode is not available in this build yet (see docs/cluster.md); \
+                 remove \"redis\" and --redis",
+            ));
+        }
         Ok(config)
     }
 
@@ -2157,6 +2167,10 @@ mod tests {
         flags.redis = Some(RedisUrl::parse("redis://b:1").unwrap());
         config.apply(&flags);
         assert_eq!(config.redis.unwrap().to_string(), "redis://b:1/0");
+        // Not wired into the servers yet: load refuses rather than ignore it.
+        let err = Config::load(&flags, None, "/bin/spout").unwrap_err();
+        assert_eq!(err.path, "redis");
+        assert!(err.message.contains("docs/cluster.md"), "{err}");
     }
 
     #[test]
