@@ -90,6 +90,8 @@ pub struct ServeOptions {
     pub insecure_no_auth: bool,
     /// `-- CMD ARGS…`: serve this one command, named `default`.
     pub adhoc: Option<Vec<String>>,
+    /// `--redis URL`: overrides the file's `redis` (docs/cluster.md).
+    pub redis: Option<crate::cluster::RedisUrl>,
 }
 
 /// A command line that could not be understood.
@@ -145,7 +147,7 @@ pub fn help(program: Program) -> String {
         "{name} {version}: run declared commands as jobs and stream their output over Server-Sent Events\n\
          \n\
          Usage:\n  \
-           {name} [serve] [--config FILE] [--listen ADDR] [--data-dir DIR] [--memory] [--insecure-no-auth] [-- CMD ARGS...]\n",
+           {name} [serve] [--config FILE] [--listen ADDR] [--data-dir DIR] [--memory] [--redis URL] [--insecure-no-auth] [-- CMD ARGS...]\n",
         version = env!("CARGO_PKG_VERSION"),
     );
     if program == Program::Spout {
@@ -160,6 +162,7 @@ pub fn help(program: Program) -> String {
            --listen ADDR         address and port to listen on (default 127.0.0.1:8080)\n  \
            --data-dir DIR        where job logs are archived (default ./spout-data)\n  \
            --memory              keep logs in memory only, nothing on disk\n  \
+           --redis URL           share jobs with other servers through Redis: redis://HOST:PORT[/DB] or redis+unix:///PATH\n  \
            --insecure-no-auth    allow a non-loopback --listen without tokens (only behind an authenticating proxy)\n  \
            -- CMD ARGS...        serve this one command, named \"default\", instead of a config file\n\
          Without --config or -- CMD, the built-in demo commands are served.\n",
@@ -303,6 +306,12 @@ impl Parser {
                 Word::Flag(flag @ "--memory", inline) => {
                     self.no_value(flag, inline)?;
                     options.memory = true;
+                }
+                Word::Flag(flag @ "--redis", inline) => {
+                    let value = self.value(flag, inline, &mut rest)?;
+                    let url = crate::cluster::RedisUrl::parse(value)
+                        .map_err(|e| self.error(format!("--redis: {e}")))?;
+                    options.redis = Some(url);
                 }
                 Word::Flag(flag @ "--insecure-no-auth", inline) => {
                     self.no_value(flag, inline)?;
@@ -527,6 +536,15 @@ mod tests {
             ("serve --lisen 1.2.3.4:5", Err("unknown option --lisen; see spout --help".into())),
             ("serve --listen", Err("--listen needs a value; see spout --help".into())),
             ("serve --listen localhost:80", Err("--listen \"localhost:80\" is not an IP address and port, such as 127.0.0.1:8080 or [::1]:8080; see spout --help".into())),
+            ("serve --redis redis://10.0.0.5:6380/2", serve_opts(|o| {
+                o.redis = Some(crate::cluster::RedisUrl::parse("redis://10.0.0.5:6380/2").unwrap());
+            })),
+            ("serve --redis=redis+unix:///run/r.sock --memory", serve_opts(|o| {
+                o.redis = Some(crate::cluster::RedisUrl::parse("redis+unix:///run/r.sock").unwrap());
+                o.memory = true;
+            })),
+            ("serve --redis", Err("--redis needs a value; see spout --help".into())),
+            ("serve --redis http://x", Err("--redis: \"http://x\" is not a Redis URL; write redis://HOST:PORT[/DB] or redis+unix:///PATH; see spout --help".into())),
             ("serve --memory=yes", Err("--memory takes no value; see spout --help".into())),
             ("serve --config=", Err("--config needs a non-empty value; see spout --help".into())),
             ("serve --", Err("-- must be followed by the command to serve, e.g. -- make test; see spout --help".into())),
@@ -625,6 +643,7 @@ mod tests {
             "--listen ADDR",
             "--data-dir DIR",
             "--memory",
+            "--redis URL",
             "--insecure-no-auth",
             "-- CMD ARGS",
             "--token T",

@@ -18,6 +18,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::cli::ServeOptions;
+use crate::cluster::{RedisUrl, DEFAULT_STREAM_MAX_EVENTS};
 
 /// The address served when neither the file nor `--listen` names one.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -114,7 +115,17 @@ pub struct Config {
     /// cluster; `None` means the runtime uses the key file in the data dir (made
     /// on first start), or a per-process key with `--memory`.
     pub link_key: Option<String>,
+    /// The Redis that servers of a cluster share (`redis`, `--redis`); `None` runs
+    /// one server on its own (see docs/cluster.md).
+    pub redis: Option<RedisUrl>,
+    /// The most events of one job kept in Redis (`redis_max_events`, default
+    /// 100000); older ones are trimmed, and a server that cannot serve them sends a
+    /// `gap` (the owner's archive keeps them).
+    pub redis_max_events: u64,
 }
+
+/// The most `redis_max_events` accepted (a billion events).
+pub const MAX_REDIS_EVENTS: u64 = 1_000_000_000;
 
 /// One declared command: a process template.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -375,6 +386,8 @@ impl Config {
             limits: Limits::default(),
             sse: SseSettings::default(),
             link_key: None,
+            redis: None,
+            redis_max_events: DEFAULT_STREAM_MAX_EVENTS,
         }
     }
 
@@ -399,6 +412,9 @@ impl Config {
         }
         if overrides.memory {
             self.memory = true;
+        }
+        if let Some(redis) = &overrides.redis {
+            self.redis = Some(redis.clone());
         }
     }
 
@@ -429,6 +445,16 @@ impl Config {
         config.apply(options);
         config.validate()?;
         config.check_listen(options.insecure_no_auth)?;
+        if config.redis.is_some() {
+            // Parsed and checked, but no server uses it yet (docs/cluster.md, "What
+            // is left"): refusing beats a cluster that silently is not one. The
+            // wiring session removes this check.
+            return Err(ConfigError::new(
+                "redis",
+                "cluster mode is not available in this build yet (see docs/cluster.md); \
+                 remove \"redis\" and --redis",
+            ));
+        }
         Ok(config)
     }
 
@@ -506,6 +532,12 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if !(1..=MAX_REDIS_EVENTS).contains(&self.redis_max_events) {
+            return Err(ConfigError::new(
+                "redis_max_events",
+                format!("must be 1..={MAX_REDIS_EVENTS}"),
+            ));
         }
         validate_origins(&self.cors.allow_origins)?;
         // sse first: the memory window is checked against a valid event size.
@@ -1072,6 +1104,8 @@ struct RawConfig {
     #[serde(default)]
     sse: Obj<RawSse>,
     link_key: Option<String>,
+    redis: Option<String>,
+    redis_max_events: Option<u64>,
 }
 
 fn default_fsync() -> bool {
@@ -1225,6 +1259,20 @@ impl RawConfig {
                     .collect(),
             })
             .collect();
+        let redis = match &self.redis {
+            None => None,
+            Some(text) => {
+                Some(RedisUrl::parse(text).map_err(|e| ConfigError::new("redis", e.to_string()))?)
+            }
+        };
+        if redis.is_none() && self.redis_max_events.is_some() {
+            // A cap nobody uses is a mistake (a forgotten "redis"), not something
+            // to ignore silently.
+            return Err(ConfigError::new(
+                "redis_max_events",
+                "is set but \"redis\" is not; add \"redis\": \"redis://HOST:PORT\" or leave it out",
+            ));
+        }
         let Obj(l) = self.limits;
         let Obj(s) = self.sse;
         Ok(Config {
@@ -1254,6 +1302,8 @@ impl RawConfig {
                 heartbeat_event: s.heartbeat_event,
             },
             link_key: self.link_key,
+            redis,
+            redis_max_events: self.redis_max_events.unwrap_or(DEFAULT_STREAM_MAX_EVENTS),
         })
     }
 }
@@ -2060,6 +2110,70 @@ mod tests {
     }
 
     #[test]
+    fn redis_fields() {
+        let config = parse(&with_top(r#""redis": "redis://10.0.0.5:6380/1""#)).unwrap();
+        assert_eq!(config.redis.unwrap().to_string(), "redis://10.0.0.5:6380/1");
+        assert_eq!(config.redis_max_events, DEFAULT_STREAM_MAX_EVENTS);
+        let config = parse(&with_top(
+            r#""redis": "redis+unix:///run/redis.sock", "redis_max_events": 5"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            config.redis,
+            Some(RedisUrl::Unix {
+                path: "/run/redis.sock".into()
+            })
+        );
+        assert_eq!(config.redis_max_events, 5);
+        assert_eq!(parse(SPEC_EXAMPLE).unwrap().redis, None);
+        let cases = [
+            (r#""redis": "http://x""#, "redis", "not a Redis URL"),
+            (r#""redis": "redis://x:0""#, "redis", "1..=65535"),
+            (r#""redis": 6379"#, "redis", "expected a string"),
+            (
+                r#""redis_max_events": 5"#,
+                "redis_max_events",
+                "\"redis\" is not",
+            ),
+            (
+                r#""redis": "redis://x", "redis_max_events": 0"#,
+                "redis_max_events",
+                "1..=",
+            ),
+            (
+                r#""redis": "redis://x", "redis_max_events": 1000000001"#,
+                "redis_max_events",
+                "1..=",
+            ),
+            (
+                r#""redis": "redis://x", "redis_max_events": -1"#,
+                "redis_max_events",
+                "expected u64",
+            ),
+        ];
+        for (top, path, fragment) in cases {
+            let err = parse(&with_top(top)).expect_err(top);
+            assert_eq!(err.path, path, "{top}: {err}");
+            assert!(err.message.contains(fragment), "{top}: {err}");
+        }
+        // --redis overrides the file.
+        let mut config = parse(&with_top(r#""redis": "redis://a""#)).unwrap();
+        let mut flags = serve(None, None, false);
+        config.apply(&flags);
+        assert_eq!(
+            config.redis.as_ref().unwrap().to_string(),
+            "redis://a:6379/0"
+        );
+        flags.redis = Some(RedisUrl::parse("redis://b:1").unwrap());
+        config.apply(&flags);
+        assert_eq!(config.redis.unwrap().to_string(), "redis://b:1/0");
+        // Not wired into the servers yet: load refuses rather than ignore it.
+        let err = Config::load(&flags, None, "/bin/spout").unwrap_err();
+        assert_eq!(err.path, "redis");
+        assert!(err.message.contains("docs/cluster.md"), "{err}");
+    }
+
+    #[test]
     fn odd_keys_are_quoted_in_paths() {
         let cases = [
             (with_top(r#""": 1"#), r#"[""]"#),
@@ -2208,6 +2322,7 @@ mod tests {
             memory,
             insecure_no_auth: false,
             adhoc: None,
+            redis: None,
         }
     }
 

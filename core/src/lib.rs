@@ -68,6 +68,7 @@
 //! - [`client`]: the client side: HTTP/1.1 responses decoded, chained into [`sse`].
 //! - [`config`], [`cli`], [`demo`]: configuration, command lines, demo commands.
 //! - [`archive`]: the archive's framed record format.
+//! - [`cluster`]: scale-out on Redis Streams: keys, ids, lease, backfill, cap.
 //! - [`event`], [`id`]: the events' JSON data and the ids.
 //! - [`fuzzing`]: the scenario simulator and fuzz entry points.
 
@@ -78,6 +79,7 @@ pub mod archive;
 pub mod assembler;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod event;

@@ -10,7 +10,8 @@
 //! - [`startup`]: reading the config file, opening the archive, restoring jobs;
 //! - [`link_key`]: the share-link key's file in the data dir;
 //! - [`pty`]: pseudo-terminals for `"pty": true` commands, and the `pty-exec` helper;
-//! - [`demo`]: the process the built-in demo commands run.
+//! - [`demo`]: the process the built-in demo commands run;
+//! - `redis_store` (feature `redis`): the cluster's Redis operations (docs/cluster.md).
 //!
 //! Nothing here decides anything: which bytes go in a file, when a job is stopped or
 //! what an id looks like is `spout-core`'s business. These modules only move bytes,
@@ -26,5 +27,7 @@ pub mod driver;
 pub mod link_key;
 pub mod os;
 pub mod pty;
+#[cfg(feature = "redis")]
+pub mod redis_store;
 pub mod restore;
 pub mod startup;
