@@ -69,12 +69,19 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
     // Off the executor: a start on a terminal waits for the program's exec.
     let spawned = smol::unblock({
         let plan = plan.clone();
-        move || process::spawn(&plan.argv, plan.cwd.as_deref(), &plan.env, plan.pty)
+        move || {
+            let spawned = process::spawn(&plan.argv, plan.cwd.as_deref(), &plan.env, plan.pty)?;
+            let (stdout, stderr, waiter) = spawned.into_parts();
+            // The group's identity, recorded so that a restart after a crash can
+            // end it. Read here, before the waiter exists: a child that has
+            // already exited is a zombie until reaped, and still in /proc.
+            let group = os::process_group(waiter.pid());
+            Ok::<_, std::io::Error>((stdout, stderr, waiter, group))
+        }
     })
     .await;
     let (mut io, mut outcome) = match spawned {
-        Ok(spawned) => {
-            let (stdout, stderr, waiter) = spawned.into_parts();
+        Ok((stdout, stderr, waiter, group)) => {
             let pid = waiter.pid();
             log(&format!("job {id}: started {:?} (pid {pid})", plan.argv));
             readers.push(smol::spawn(read_pipe(stdout, Stream::Stdout, tx.clone())));
@@ -83,9 +90,6 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
             let wall = clock::wall();
             step(io, &shared, move |io, shared| {
                 io.set_pgid(pid);
-                // Recorded so that a restart after a crash can end the group
-                // (reads /proc: blocking, so inside the step).
-                let group = os::process_group(pid);
                 io.with_job(shared, now, |job| {
                     match group {
                         Ok(group) => job.handle_process_group(group),
