@@ -2,6 +2,7 @@
 # The one command of the benchmark suite (see docs/benchmarks.md):
 #
 #   bench/run.sh [--quick] [--only fanout,latency,idle,resume,bounded,micro]
+#                [--client one-thread|threads|both]
 #
 # Installs the peers (Debian nginx + libnginx-mod-nchan, npm express), builds spout
 # and the bench in release mode, runs every scenario against every target on
@@ -10,14 +11,15 @@
 # starts is stopped on exit.
 #
 # Runtimes: every spout runtime binary found in target/release is measured. A new
-# runtime is one more entry in RUNTIMES below (name=binary); its figures appear on
-# the next run.
+# runtime is one more entry in RUNTIMES below (name=binary[,KEY=VAL…] for an
+# environment); its figures appear on the next run. `spout-1thread` is the smol
+# runtime held to one executor thread, to show what the other cores add.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 cmdline="bench/run.sh $*"
-RUNTIMES=(spout=spout spout-blocking=spout-blocking)
+RUNTIMES=(spout=spout spout-1thread=spout,SMOL_THREADS=1 spout-blocking=spout-blocking)
 
 tmp="$(mktemp -d /tmp/spout-bench.XXXXXX)"
 cleanup() {
@@ -51,9 +53,12 @@ fi
 targets=()
 for rt in "${RUNTIMES[@]}"; do
     name="${rt%%=*}"
-    bin="$root/target/release/${rt#*=}"
+    spec="${rt#*=}"
+    bin="$root/target/release/${spec%%,*}"
+    env=""
+    [ "$spec" != "${spec#*,}" ] && env=",${spec#*,}"
     if [ -x "$bin" ]; then
-        targets+=(--target "$name=spout:$bin")
+        targets+=(--target "$name=spout:$bin$env")
     else
         echo "bench: $name not built ($bin), skipped" >&2
     fi

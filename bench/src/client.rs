@@ -160,13 +160,8 @@ pub struct Seen {
     pub exited: bool,
 }
 
-/// Subscribes and checks the stream; returns what was seen or the first violation.
-///
-/// # Errors
-/// A connection problem, an unexpected status, an id or line out of order, a missing
-/// line, or a stream that ended without `exit` (unless `first_only` or `stop`).
-pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
-    let t0 = Instant::now();
+/// Connects, sends the request and reads the response head (blocking).
+fn connect(addr: SocketAddr, w: &Watch) -> Result<(TcpStream, ResponseDecoder), String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).ok();
     let mut req = format!(
@@ -193,25 +188,62 @@ pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
     if let Some(c) = &w.connected {
         c.fetch_add(1, Ordering::SeqCst);
     }
-    let stopped = || w.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
-    let mut seen = Seen::default();
-    let (mut stream, decoder) = (body.stream, body.decoder);
-    let mut events = EventStreamDecoder::new(decoder, Decoder::new());
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut next_seq = w.first_seq;
-    let mut last_id: Option<u64> = w.last_event_id.as_deref().and_then(|s| s.parse().ok());
-    let mut carry = String::new();
-    loop {
-        if stopped() {
-            return Ok(seen);
+    Ok((body.stream, body.decoder))
+}
+
+/// One subscriber's checks, fed with the bytes its socket yields (the same checks
+/// for the thread-per-subscriber client and the one-thread client).
+pub struct Checker {
+    w: Watch,
+    t0: Instant,
+    seen: Seen,
+    events: EventStreamDecoder,
+    next_seq: Option<u64>,
+    last_id: Option<u64>,
+    carry: String,
+    done: bool,
+    /// A read error (one-thread client).
+    failed: Option<String>,
+}
+
+impl Checker {
+    fn new(w: &Watch, t0: Instant, decoder: ResponseDecoder) -> Checker {
+        Checker {
+            w: w.clone(),
+            t0,
+            seen: Seen::default(),
+            events: EventStreamDecoder::new(decoder, Decoder::new()),
+            next_seq: w.first_seq,
+            last_id: w.last_event_id.as_deref().and_then(|s| s.parse().ok()),
+            carry: String::new(),
+            done: false,
+            failed: None,
         }
+    }
+
+    /// Bytes read from the socket (`None`: end of stream).
+    fn feed(&mut self, bytes: Option<&[u8]>) {
+        match bytes {
+            Some(b) => self.events.handle_bytes(b),
+            None => self.events.handle_eof(),
+        }
+    }
+
+    /// Checks every event decoded so far; true when the stream is done (exit,
+    /// end of body, or the first output event for `first_only`).
+    fn check(&mut self) -> Result<bool, String> {
+        let w = &self.w;
+        let seen = &mut self.seen;
         loop {
-            let ev = match events.poll_item() {
+            let ev = match self.events.poll_item() {
                 Ok(Some(Item::Event(ev))) => ev,
                 Ok(Some(_)) => continue,
                 Ok(None) => break,
                 // A slow reader's checks hold for what it read.
-                Err(_) if w.stop.is_some() => return Ok(seen),
+                Err(_) if w.stop.is_some() => {
+                    self.done = true;
+                    return Ok(true);
+                }
                 Err(e) => return Err(e.to_string()),
             };
             if w.consecutive_ids {
@@ -219,7 +251,7 @@ pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
                     .last_event_id
                     .parse()
                     .map_err(|_| format!("id {:?} is not a number", ev.last_event_id))?;
-                if let Some(prev) = last_id {
+                if let Some(prev) = self.last_id {
                     if id != prev + 1 {
                         return Err(format!(
                             "{} event id {id} after {prev} (data {:.80})",
@@ -227,7 +259,7 @@ pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
                         ));
                     }
                 }
-                last_id = Some(id);
+                self.last_id = Some(id);
             }
             match ev.event_type.as_str() {
                 "stdout" | "stderr" | "message" => {}
@@ -241,24 +273,25 @@ pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
             let text = json_text(&ev.data)?;
             seen.events += 1;
             if seen.first_event.is_none() {
-                seen.first_event = Some(t0.elapsed());
+                seen.first_event = Some(self.t0.elapsed());
                 if w.first_only {
-                    return Ok(seen);
+                    self.done = true;
+                    return Ok(true);
                 }
             }
-            carry.push_str(&text);
-            let whole = carry.rfind('\n').map_or(0, |i| i + 1);
+            self.carry.push_str(&text);
+            let whole = self.carry.rfind('\n').map_or(0, |i| i + 1);
             let now = if w.latency { now_ns() } else { 0 };
-            for line in carry[..whole].lines() {
+            for line in self.carry[..whole].lines() {
                 let seq: u64 = line
                     .get(..10)
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| format!("not a generator line: {line:?}"))?;
-                match next_seq {
+                match self.next_seq {
                     Some(want) if want != seq => {
                         return Err(format!("line {seq} where {want} was due"))
                     }
-                    _ => next_seq = Some(seq + 1),
+                    _ => self.next_seq = Some(seq + 1),
                 }
                 if w.latency {
                     let ts: u64 = line.get(11..30).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -266,16 +299,50 @@ pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
                 }
                 seen.lines += 1;
             }
-            carry.drain(..whole);
+            self.carry.drain(..whole);
         }
-        seen.bytes = events.response().body_len();
-        if seen.exited || events.response().is_complete() {
+        seen.bytes = self.events.response().body_len();
+        self.done = seen.exited || self.events.response().is_complete();
+        Ok(self.done)
+    }
+
+    /// The final checks once the stream is done.
+    fn finish(self) -> Result<Seen, String> {
+        let (w, seen) = (self.w, self.seen);
+        if w.first_only || w.stop.is_some() {
+            return Ok(seen);
+        }
+        if !seen.exited {
+            return Err("stream ended without an exit event".into());
+        }
+        if let Some(want) = w.expect_lines {
+            if seen.lines != want {
+                return Err(format!("{} lines where {want} were written", seen.lines));
+            }
+        }
+        Ok(seen)
+    }
+}
+
+/// Subscribes and checks the stream; returns what was seen or the first violation.
+///
+/// # Errors
+/// A connection problem, an unexpected status, an id or line out of order, a missing
+/// line, or a stream that ended without `exit` (unless `first_only` or `stop`).
+pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
+    let t0 = Instant::now();
+    let (mut stream, decoder) = connect(addr, w)?;
+    let stopped = || w.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+    let mut c = Checker::new(w, t0, decoder);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        if stopped() {
+            return Ok(c.seen);
+        }
+        if c.check()? {
             break;
         }
-        let read = read_into(&mut stream, &mut buf, |bytes| match bytes {
-            Some(bytes) => events.handle_bytes(bytes),
-            None => events.handle_eof(),
-        });
+        let read = read_into(&mut stream, &mut buf, |bytes| c.feed(bytes));
         match read {
             Ok(()) => {}
             // A slow reader's 1 s read timeout: look at the stop flag again.
@@ -286,18 +353,108 @@ pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
             std::thread::sleep(p);
         }
     }
-    if w.first_only || w.stop.is_some() {
-        return Ok(seen);
-    }
-    if !seen.exited {
-        return Err("stream ended without an exit event".into());
-    }
-    if let Some(want) = w.expect_lines {
-        if seen.lines != want {
-            return Err(format!("{} lines where {want} were written", seen.lines));
+    c.finish()
+}
+
+/// The one-thread client: opens `n` streams (blocking, one after the other, each
+/// counted in `w.connected` when its head has arrived), then reads them all from
+/// this one thread: non-blocking sockets with default buffers, `poll(2)` for
+/// readiness, 64 KiB reads, every event parsed and checked. A slow reader by
+/// design, so the server's backpressure path is what is measured.
+///
+/// Returns one result per stream, in connection order.
+pub fn watch_all(addr: SocketAddr, w: &Watch, n: usize) -> Vec<Result<Seen, String>> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut results: Vec<Option<Result<Seen, String>>> = (0..n).map(|_| None).collect();
+    let mut live: Vec<(usize, TcpStream, Checker)> = Vec::with_capacity(n);
+    for (i, slot) in results.iter_mut().enumerate() {
+        let t0 = Instant::now();
+        match connect(addr, w).and_then(|(s, d)| {
+            s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Ok((s, d))
+        }) {
+            Ok((s, d)) => live.push((i, s, Checker::new(w, t0, d))),
+            Err(e) => *slot = Some(Err(e)),
         }
     }
-    Ok(seen)
+    let mut buf = vec![0u8; 64 * 1024];
+    let timeout = rustix::event::Timespec {
+        tv_sec: 30,
+        tv_nsec: 0,
+    };
+    while !live.is_empty() {
+        // Events that came with the head, or a stream done: settle those first.
+        let mut k = 0;
+        while k < live.len() {
+            let (i, _, c) = &mut live[k];
+            let i = *i;
+            match c.check() {
+                Ok(false) => k += 1,
+                Ok(true) => {
+                    let (_, _, c) = live.swap_remove(k);
+                    results[i] = Some(c.finish());
+                }
+                Err(e) => {
+                    live.swap_remove(k);
+                    results[i] = Some(Err(e));
+                }
+            }
+        }
+        if live.is_empty() {
+            break;
+        }
+        let mut fds: Vec<PollFd<'_>> = live
+            .iter()
+            .map(|(_, s, _)| PollFd::new(s, PollFlags::IN))
+            .collect();
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) => {
+                for (i, _, _) in live.drain(..) {
+                    results[i] = Some(Err("no bytes for 30 s".into()));
+                }
+                break;
+            }
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                for (i, _, _) in live.drain(..) {
+                    results[i] = Some(Err(format!("poll: {e}")));
+                }
+                break;
+            }
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        for (k, (_, s, c)) in live.iter_mut().enumerate() {
+            if !ready[k] {
+                continue;
+            }
+            // One read per ready socket per round: the client drains no faster
+            // than it parses, as a real one-thread reader would.
+            match s.read(&mut buf) {
+                Ok(0) => c.feed(None),
+                Ok(m) => c.feed(Some(&buf[..m])),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => c.failed = Some(format!("read: {e}")),
+            }
+        }
+        // Read errors: report them.
+        let mut k = 0;
+        while k < live.len() {
+            if live[k].2.failed.is_some() {
+                let (i, _, c) = live.swap_remove(k);
+                results[i] = Some(Err(c.failed.unwrap_or_default()));
+            } else {
+                k += 1;
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("not run".into())))
+        .collect()
 }
 
 /// The `text` of a `{"text": …}` event.

@@ -5,7 +5,9 @@
 //! Run it through `bench/run.sh` (it builds, installs the peers and raises limits).
 //! Directly: `bench [--quick] [--only fanout,latency,idle,resume,bounded,micro]
 //! --gen PATH --tmp DIR --out FILE --target NAME=spout:BIN --target NAME=express:SCRIPT
-//! --target NAME=nchan:DIR`. A second spout runtime is one more `--target`.
+//! --target NAME=nchan:DIR [--client one-thread|threads|both]`. A second spout runtime
+//! is one more `--target`; `NAME=spout:BIN,KEY=VAL` runs it with an environment
+//! variable set (e.g. `SMOL_THREADS=1`). Fan-out and latency run once per client mode.
 
 mod client;
 mod micro;
@@ -64,8 +66,29 @@ const QUICK: Sizes = Sizes {
 /// point is made, and the machine is shared.
 const RSS_ABORT: u64 = 1 << 30;
 
+/// How the load client reads its subscribers' streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// One OS thread, non-blocking sockets, `poll(2)`, default socket buffers, 64 KiB
+    /// reads, every event parsed: a slow reader, so the server's backpressure and
+    /// partial-write path is what is measured (the issue's client).
+    OneThread,
+    /// One blocking thread per subscriber, 256 KiB reads: a fast reader.
+    Threads,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::OneThread => "one-thread client",
+            Mode::Threads => "thread-per-subscriber client",
+        }
+    }
+}
+
 struct Ctx {
     sizes: &'static Sizes,
+    modes: Vec<Mode>,
     gen: PathBuf,
     tmp: PathBuf,
     targets: Vec<Target>,
@@ -75,7 +98,7 @@ struct Ctx {
 type Row = (String, bool, Vec<Option<String>>, Option<f64>);
 
 /// A scenario: runs against every target and returns its table.
-type Scenario = fn(&Ctx) -> Table;
+type Scenario = fn(&Ctx) -> Vec<Table>;
 
 /// A results table: the key figure drives the ratio column.
 struct Table {
@@ -148,6 +171,7 @@ impl Table {
 
 fn main() {
     let mut quick = false;
+    let mut modes = vec![Mode::OneThread, Mode::Threads];
     let mut only: Option<Vec<String>> = None;
     let mut targets = Vec::new();
     let (mut gen, mut tmp, mut out) = (None, None, None);
@@ -164,11 +188,20 @@ fn main() {
             "--tmp" => tmp = Some(PathBuf::from(val())),
             "--out" => out = Some(PathBuf::from(val())),
             "--target" => targets.push(parse_target(&val())),
+            "--client" => {
+                modes = match val().as_str() {
+                    "one-thread" => vec![Mode::OneThread],
+                    "threads" => vec![Mode::Threads],
+                    "both" => vec![Mode::OneThread, Mode::Threads],
+                    m => die(&format!("--client one-thread|threads|both, not {m}")),
+                }
+            }
             _ => die(&format!("unknown argument {a}")),
         }
     }
     let ctx = Ctx {
         sizes: if quick { &QUICK } else { &FULL },
+        modes,
         gen: gen.unwrap_or_else(|| die("--gen is required")),
         tmp: tmp.unwrap_or_else(|| std::env::temp_dir().join("spout-bench")),
         targets,
@@ -178,18 +211,19 @@ fn main() {
     let scenarios: [(&str, Scenario); 6] = [
         ("fanout", fanout),
         ("latency", latency),
-        ("idle", idle),
-        ("resume", resume),
-        ("bounded", bounded),
-        ("micro", micro_table),
+        ("idle", |c| vec![idle(c)]),
+        ("resume", |c| vec![resume(c)]),
+        ("bounded", |c| vec![bounded(c)]),
+        ("micro", |c| vec![micro_table(c)]),
     ];
     for (name, run) in scenarios {
         if wanted(name) {
             eprintln!("== {name}");
-            let t = run(&ctx);
-            let md = t.markdown();
-            eprintln!("{md}");
-            report.push_str(&md);
+            for t in run(&ctx) {
+                let md = t.markdown();
+                eprintln!("{md}");
+                report.push_str(&md);
+            }
         }
     }
     match out {
@@ -210,7 +244,17 @@ fn parse_target(spec: &str) -> Target {
     let (kind, path) = rest
         .split_once(':')
         .unwrap_or_else(|| die("--target NAME=KIND:PATH"));
-    let path = PathBuf::from(path);
+    // `PATH,KEY=VAL,…`: environment variables for the server.
+    let mut parts = path.split(',');
+    let path = PathBuf::from(parts.next().unwrap_or_default());
+    let env = parts
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| die("--target NAME=KIND:PATH,KEY=VAL"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
     let kind = match kind {
         "spout" => Kind::Spout(path),
         "express" => Kind::Express(path),
@@ -220,6 +264,7 @@ fn parse_target(spec: &str) -> Target {
     Target {
         name: name.to_owned(),
         kind,
+        env,
     }
 }
 
@@ -249,26 +294,31 @@ fn run_fanout(
     args: &[&str],
     n: usize,
     w: &Watch,
+    mode: Mode,
 ) -> Result<Run, String> {
     let go = go_file(ctx, &server.target.name);
     let mut job_args = vec!["--go".to_owned(), go.display().to_string()];
     job_args.extend(args.iter().map(|s| (*s).to_owned()));
     let mut job = server.start_job(&job_args)?;
     let connected = Arc::new(AtomicUsize::new(0));
-    let handles: Vec<_> = (0..n)
-        .map(|_| {
-            let w = Watch {
-                path: job.path.clone(),
-                connected: Some(connected.clone()),
-                ..w.clone()
-            };
-            let addr = server.addr;
-            std::thread::Builder::new()
-                .stack_size(256 * 1024)
-                .spawn(move || client::watch(addr, &w))
-                .expect("spawn a subscriber thread")
-        })
-        .collect();
+    let w = Watch {
+        path: job.path.clone(),
+        connected: Some(connected.clone()),
+        ..w.clone()
+    };
+    let addr = server.addr;
+    let handles: Vec<_> = match mode {
+        Mode::Threads => (0..n)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn(move || vec![client::watch(addr, &w)])
+                    .expect("spawn a subscriber thread")
+            })
+            .collect(),
+        Mode::OneThread => vec![std::thread::spawn(move || client::watch_all(addr, &w, n))],
+    };
     let until = Instant::now() + Duration::from_secs(30);
     while connected.load(Ordering::SeqCst) < n && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(5));
@@ -280,8 +330,14 @@ fn run_fanout(
     let mut errors = Vec::new();
     for h in handles {
         match h.join() {
-            Ok(Ok(s)) => seen.push(s),
-            Ok(Err(e)) => errors.push(e),
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(s) => seen.push(s),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
             Err(_) => errors.push("subscriber thread panicked".into()),
         }
     }
@@ -310,14 +366,21 @@ fn errors_cell(errors: &[String]) -> String {
 
 // ----- 1. fan-out -----
 
-fn fanout(ctx: &Ctx) -> Table {
+fn fanout(ctx: &Ctx) -> Vec<Table> {
+    ctx.modes.iter().map(|&m| fanout_with(ctx, m)).collect()
+}
+
+fn fanout_with(ctx: &Ctx, mode: Mode) -> Table {
     let s = ctx.sizes;
     let mut t = Table::new(
         &format!(
-            "1. Fan-out: {} lines of 100 B to {} subscribers",
-            s.fanout_lines, s.subscribers
+            "1. Fan-out: {} lines of 100 B to {} subscribers, {}",
+            s.fanout_lines,
+            s.subscribers,
+            mode.label()
         ),
         vec![
+            "lines/s delivered",
             "events/s delivered",
             "MB/s delivered",
             "server CPU s",
@@ -338,8 +401,9 @@ fn fanout(ctx: &Ctx) -> Table {
                 consecutive_ids: consecutive(target),
                 ..Watch::default()
             };
-            let r = run_fanout(ctx, &server, &["lines", &n], s.subscribers, &w)?;
+            let r = run_fanout(ctx, &server, &["lines", &n], s.subscribers, &w, mode)?;
             let events: u64 = r.seen.iter().map(|x| x.events).sum();
+            let lines: u64 = r.seen.iter().map(|x| x.lines).sum();
             let bytes: u64 = r.seen.iter().map(|x| x.bytes).sum();
             let secs = r.wall.as_secs_f64();
             let per_gb = r.cpu_s / (bytes as f64 / 1e9);
@@ -347,6 +411,7 @@ fn fanout(ctx: &Ctx) -> Table {
                 target.name.clone(),
                 target.is_spout(),
                 vec![
+                    Some(format!("{:.0}", lines as f64 / secs)),
                     Some(format!("{:.0}", events as f64 / secs)),
                     Some(format!("{:.0}", bytes as f64 / secs / 1e6)),
                     Some(format!("{:.2}", r.cpu_s)),
@@ -356,7 +421,7 @@ fn fanout(ctx: &Ctx) -> Table {
                 r.errors.is_empty().then_some(per_gb),
             ))
         })();
-        t.rows.push(row.unwrap_or_else(|e| failed(target, 5, &e)));
+        t.rows.push(row.unwrap_or_else(|e| failed(target, 6, &e)));
     }
     t.notes.push(
         "MB are the SSE wire bytes the clients received (10^6 B). The SPEC's floor is ~0.19 \
@@ -375,12 +440,19 @@ fn failed(target: &Target, cells: usize, e: &str) -> Row {
 
 // ----- 2. latency -----
 
-fn latency(ctx: &Ctx) -> Table {
+fn latency(ctx: &Ctx) -> Vec<Table> {
+    ctx.modes.iter().map(|&m| latency_with(ctx, m)).collect()
+}
+
+fn latency_with(ctx: &Ctx, mode: Mode) -> Table {
     let s = ctx.sizes;
     let mut t = Table::new(
         &format!(
-            "2. Latency: {} lines/s for {} s to {} subscribers, write → parsed",
-            s.rate, s.rate_secs, s.subscribers
+            "2. Latency: {} lines/s for {} s to {} subscribers, write → parsed, {}",
+            s.rate,
+            s.rate_secs,
+            s.subscribers,
+            mode.label()
         ),
         vec![
             "p50 ms",
@@ -404,7 +476,14 @@ fn latency(ctx: &Ctx) -> Table {
                 ..Watch::default()
             };
             let (rate, secs) = (s.rate.to_string(), s.rate_secs.to_string());
-            let r = run_fanout(ctx, &server, &["rate", &rate, &secs], s.subscribers, &w)?;
+            let r = run_fanout(
+                ctx,
+                &server,
+                &["rate", &rate, &secs],
+                s.subscribers,
+                &w,
+                mode,
+            )?;
             let mut all: Vec<u64> = r
                 .seen
                 .iter()

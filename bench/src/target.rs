@@ -30,6 +30,8 @@ pub struct Target {
     pub name: String,
     /// How to run it.
     pub kind: Kind,
+    /// Environment variables for the server (e.g. `SMOL_THREADS=1`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Target {
@@ -94,6 +96,7 @@ impl Server {
                 let cfg = dir.join("spout.json");
                 std::fs::write(&cfg, config.to_string()).map_err(|e| e.to_string())?;
                 let mut child = Command::new(bin)
+                    .envs(target.env.iter().map(|(k, v)| (k, v)))
                     .args(["serve", "--listen", "127.0.0.1:0", "--config"])
                     .arg(&cfg)
                     .arg("--data-dir")

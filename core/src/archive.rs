@@ -200,10 +200,12 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 }
 
 /// The reflected IEEE polynomial.
+#[cfg(test)]
 const POLY: u32 = 0xEDB8_8320;
 
-/// One table entry per byte value: the CRC of that byte alone, without the XORs, so
-/// that the update loop handles a byte per step instead of a bit.
+/// One table entry per byte value: the CRC of that byte alone, without the XORs (the
+/// definition, kept to check [`Crc32`] against, byte by byte).
+#[cfg(test)]
 const TABLE: [u32; 256] = {
     let mut table = [0u32; 256];
     let mut n = 0;
@@ -222,21 +224,22 @@ const TABLE: [u32; 256] = {
 
 /// A running CRC-32, so a record's id and wire bytes are summed without copying
 /// them together.
-struct Crc32(u32);
+/// The same CRC as the byte-wise table definition (see the tests) computes, by `crc32fast` (SIMD where the CPU has it):
+/// every archive read checks every record, once per resuming or lagging subscriber,
+/// so a byte-at-a-time loop was the top cost of fan-out to slow readers.
+struct Crc32(crc32fast::Hasher);
 
 impl Crc32 {
     fn new() -> Crc32 {
-        Crc32(0xFFFF_FFFF)
+        Crc32(crc32fast::Hasher::new())
     }
 
     fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = TABLE[((self.0 ^ u32::from(b)) & 0xFF) as usize] ^ (self.0 >> 8);
-        }
+        self.0.update(bytes);
     }
 
     fn finish(&self) -> u32 {
-        !self.0
+        self.0.clone().finalize()
     }
 }
 
@@ -306,6 +309,23 @@ pub fn fuzz_archive_scan(data: &[u8]) {
         let intact = ends.iter().take_while(|&&end| end <= at).count();
         assert!(flipped.records.len() >= intact);
         assert_eq!(flipped.records[..intact], whole.records[..intact]);
+    }
+}
+
+#[cfg(test)]
+mod crc_tests {
+    use super::*;
+
+    #[test]
+    fn crc32fast_is_the_table_crc() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        for len in [0usize, 1, 7, 8, 63, 64, 1000, 10_000] {
+            let mut c = 0xFFFF_FFFFu32;
+            for &b in &data[..len] {
+                c = TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
+            }
+            assert_eq!(crc32(&data[..len]), !c, "{len}");
+        }
     }
 }
 

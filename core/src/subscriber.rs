@@ -35,8 +35,15 @@ use std::time::{Duration, Instant};
 /// one whole event).
 pub const TRANSMIT_BUDGET: usize = 64 * 1024;
 
-/// The first archive read size; it grows when one record is larger.
-pub const ARCHIVE_READ_BYTES: usize = 256 * 1024;
+/// The first archive read of a stream: small, so a resuming client's first event
+/// comes at once.
+pub const ARCHIVE_FIRST_READ_BYTES: usize = 32 * 1024;
+
+/// The largest sequential archive read: reads double from
+/// [`ARCHIVE_FIRST_READ_BYTES`] up to this while a stream walks the archive (a
+/// single larger record gets a read of its own size). Every byte read is used:
+/// each record is read, checked and sent once.
+pub const ARCHIVE_READ_BYTES: usize = 1024 * 1024;
 
 /// Per-server stream settings (from the config's `sse` section).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,7 +224,7 @@ impl Subscriber {
             heartbeat: settings.heartbeat,
             heartbeat_event: params.heartbeat_event.unwrap_or(settings.heartbeat_event),
             archive_at: None,
-            archive_len: ARCHIVE_READ_BYTES,
+            archive_len: ARCHIVE_FIRST_READ_BYTES,
             ended: false,
             sent: 0,
             gzip: None,
@@ -411,10 +418,9 @@ impl Subscriber {
     ) {
         let scan = archive::scan(bytes, first);
         let (mut pos, mut pos_id) = (offset, first.get());
+        // The whole read is used (no transmit budget here): what is skipped would be
+        // read and checked again by the next read.
         for record in &scan.records {
-            if sink.written() >= TRANSMIT_BUDGET {
-                break;
-            }
             pos += (archive::RECORD_HEADER_LEN + record.wire.len()) as u64;
             pos_id = record.id.get() + 1;
             if record.id.get() == self.next {
@@ -428,7 +434,8 @@ impl Subscriber {
             // Progress through the file (sent, or skipped up to the cursor):
             // the next read continues right here.
             self.archive_at = Some((pos, pos_id));
-            self.archive_len = ARCHIVE_READ_BYTES;
+            self.archive_len =
+                (self.archive_len * 2).clamp(ARCHIVE_FIRST_READ_BYTES, ARCHIVE_READ_BYTES);
             return;
         }
         // Not one whole record at `offset`.

@@ -74,6 +74,7 @@ pub fn events(
     let slot = shared.slot(id);
     let mut buf = Vec::new();
     let mut reader = None;
+    let mut archive_buf = Vec::new();
     let mut counted = 0;
     while !dropped {
         // The subscriber appends after room for the chunk-size line: one copy of
@@ -90,21 +91,31 @@ pub fn events(
         let next = sub.poll_transmit(slot.lock().log(), now, &mut buf);
         match next {
             Next::Wrote => dropped = conn.write_all(framing.finish(&mut buf)).is_err(),
-            Next::Wait(deadline) => dropped = !wait(conn, listener, deadline),
+            Next::Wait(deadline) => {
+                // Caught up: let go of buffers grown by archive reads (a waiting
+                // subscriber costs nothing but its socket).
+                if buf.capacity() > 2 * spout_core::subscriber::TRANSMIT_BUDGET {
+                    buf = Vec::new();
+                }
+                archive_buf = Vec::new();
+                dropped = !wait(conn, listener, deadline);
+            }
             Next::ReadArchive { offset, first, len } => {
-                let bytes = match (&shared.archive, &reader) {
+                // Read into a buffer kept from read to read (not zeroed again).
+                let read = match (&shared.archive, &reader) {
                     (Some(archive), None) => match archive.open_events(&id.to_string()) {
-                        Ok(r) => reader.insert(r).read_at(offset, len),
+                        Ok(r) => reader.insert(r).read_into(offset, len, &mut archive_buf),
                         Err(e) => Err(e),
                     },
-                    (_, Some(r)) => r.read_at(offset, len),
-                    (None, None) => Ok(Vec::new()),
+                    (_, Some(r)) => r.read_into(offset, len, &mut archive_buf),
+                    (None, None) => Ok(0),
                 };
-                let bytes = bytes.unwrap_or_else(|e| {
+                let n = read.unwrap_or_else(|e| {
                     log(&format!("job {id}: archive read failed: {e}"));
-                    Vec::new()
+                    0
                 });
-                sub.handle_archive(slot.lock().log(), offset, first, &bytes, &mut buf);
+                let bytes = &archive_buf[..n];
+                sub.handle_archive(slot.lock().log(), offset, first, bytes, &mut buf);
                 if !framing.is_empty(&buf) {
                     dropped = conn.write_all(framing.finish(&mut buf)).is_err();
                 }

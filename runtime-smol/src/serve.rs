@@ -36,12 +36,24 @@ fn inputs() -> Inputs {
     }
 }
 
+/// Sets how many threads smol's global executor (every connection's and job's
+/// task) runs on: as many as the machine has cores, unless `SMOL_THREADS` says
+/// otherwise. smol reads the variable once, when its first task is spawned, and
+/// starts one thread without it. Called before any task exists.
+fn use_every_core() {
+    if std::env::var_os("SMOL_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        std::env::set_var("SMOL_THREADS", n.to_string());
+    }
+}
+
 fn serve(started: Started) -> anyhow::Result<()> {
     let Started {
         shared,
         listen,
         summary,
     } = started;
+    use_every_core();
     smol::block_on(async {
         let listener = TcpListener::try_from(startup::bind(listen)?)
             .context("cannot set up the listening socket")?;

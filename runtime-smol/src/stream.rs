@@ -92,29 +92,40 @@ async fn wait(
     future::or(woken, gone).await
 }
 
-/// Reads `len` bytes at `offset` of job `id`'s event archive on the blocking pool,
-/// opening it first if `reader` is `None`. Gives the reader back for the next read.
+/// Reads `len` bytes at `offset` of job `id`'s event archive into `buf` on the
+/// blocking pool, opening it first if `reader` is `None`. Gives the reader and the
+/// buffer back for the next read, with how many bytes of `buf` were read.
 async fn read_archive(
     shared: &Arc<Shared>,
     id: JobId,
     reader: Option<EventsReader>,
+    mut buf: Vec<u8>,
     offset: u64,
     len: usize,
-) -> (Option<EventsReader>, io::Result<Vec<u8>>) {
+) -> (Option<EventsReader>, Vec<u8>, io::Result<usize>) {
     let shared = shared.clone();
     smol::unblock(move || {
         let reader = match (reader, &shared.archive) {
             (Some(r), _) => r,
             (None, Some(archive)) => match archive.open_events(&id.to_string()) {
                 Ok(r) => r,
-                Err(e) => return (None, Err(e)),
+                Err(e) => return (None, buf, Err(e)),
             },
-            (None, None) => return (None, Ok(Vec::new())),
+            (None, None) => return (None, buf, Ok(0)),
         };
-        let bytes = reader.read_at(offset, len);
-        (Some(reader), bytes)
+        let read = reader.read_into(offset, len, &mut buf);
+        (Some(reader), buf, read)
     })
     .await
+}
+
+/// A stream that has caught up lets go of buffers grown by archive reads: a
+/// waiting subscriber costs nothing but its socket.
+fn shrink(buf: &mut Vec<u8>, archive_buf: &mut Vec<u8>) {
+    if buf.capacity() > 2 * spout_core::subscriber::TRANSMIT_BUDGET {
+        *buf = Vec::new();
+    }
+    *archive_buf = Vec::new();
 }
 
 /// Serves an event stream: the head, then the subscriber's bytes until the end of
@@ -136,6 +147,7 @@ pub async fn events(
     let slot = shared.slot(id);
     let mut buf = Vec::new();
     let mut reader = None;
+    let mut archive_buf = Vec::new();
     let mut counted = 0;
     while !dropped {
         // The subscriber appends after room for the chunk-size line: one copy of
@@ -152,15 +164,27 @@ pub async fn events(
         let next = sub.poll_transmit(slot.lock().log(), now, &mut buf);
         match next {
             Next::Wrote => dropped = !send(&mut w, framing.finish(&mut buf)).await,
-            Next::Wait(deadline) => dropped = !wait(stream, listener, deadline).await,
+            Next::Wait(deadline) => {
+                shrink(&mut buf, &mut archive_buf);
+                dropped = !wait(stream, listener, deadline).await;
+            }
             Next::ReadArchive { offset, first, len } => {
-                let (kept, bytes) = read_archive(shared, id, reader.take(), offset, len).await;
-                reader = kept;
-                let bytes = bytes.unwrap_or_else(|e| {
+                let (kept, back, read) = read_archive(
+                    shared,
+                    id,
+                    reader.take(),
+                    std::mem::take(&mut archive_buf),
+                    offset,
+                    len,
+                )
+                .await;
+                (reader, archive_buf) = (kept, back);
+                let n = read.unwrap_or_else(|e| {
                     log(&format!("job {id}: archive read failed: {e}"));
-                    Vec::new()
+                    0
                 });
-                sub.handle_archive(slot.lock().log(), offset, first, &bytes, &mut buf);
+                let bytes = &archive_buf[..n];
+                sub.handle_archive(slot.lock().log(), offset, first, bytes, &mut buf);
                 if !framing.is_empty(&buf) {
                     dropped = !send(&mut w, framing.finish(&mut buf)).await;
                 }

@@ -381,12 +381,29 @@ impl EventsReader {
     ///
     /// The OS error with the path.
     pub fn read_at(&self, offset: u64, max: usize) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; max];
+        let mut buf = Vec::new();
+        let filled = self.read_into(offset, max, &mut buf)?;
+        buf.truncate(filled);
+        Ok(buf)
+    }
+
+    /// Like [`EventsReader::read_at`], into `buf`, which a stream keeps from read to
+    /// read (it grows to `max` and is not zeroed again): returns how many bytes of
+    /// `buf` were read. A fresh zeroed buffer per read cost a quarter of fan-out's
+    /// CPU in page faults.
+    ///
+    /// # Errors
+    ///
+    /// The OS error with the path.
+    pub fn read_into(&self, offset: u64, max: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if buf.len() < max {
+            buf.resize(max, 0);
+        }
         let mut filled = 0;
         while filled < max {
             match self
                 .file
-                .read_at(&mut buf[filled..], offset + filled as u64)
+                .read_at(&mut buf[filled..max], offset + filled as u64)
             {
                 Ok(0) => break,
                 Ok(n) => filled += n,
@@ -394,8 +411,7 @@ impl EventsReader {
                 Err(e) => return Err(path_err(e, "cannot read", &self.path)),
             }
         }
-        buf.truncate(filled);
-        Ok(buf)
+        Ok(filled)
     }
 
     /// The file's current length.
