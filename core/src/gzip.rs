@@ -61,7 +61,13 @@ impl Default for Deflater {
 
 impl Deflater {
     /// A raw deflate compressor (no zlib header) at `level` (0–9).
+    ///
+    /// Never inlined: miniz builds its ~64 KiB state on the stack before boxing it,
+    /// and a caller that inlined this would carry that frame (and touch it, through
+    /// the stack probe) on every call, gzip or not: an idle `spout-blocking`
+    /// connection's stack grew from ~19 to ~74 KiB that way.
     #[must_use]
+    #[inline(never)]
     pub fn new(level: u32) -> Deflater {
         Deflater {
             c: Compress::new(Compression::new(level.min(9)), false),
