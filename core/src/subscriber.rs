@@ -158,7 +158,17 @@ struct Sink<'a> {
     pending: Vec<u8>,
 }
 
-impl Sink<'_> {
+impl<'a> Sink<'a> {
+    /// A sink appending to `buf`, through `gzip` when the subscriber compresses.
+    fn new(buf: &'a mut Vec<u8>, gzip: Option<&'a mut Member>) -> Sink<'a> {
+        Sink {
+            start: buf.len(),
+            buf,
+            gzip,
+            pending: Vec::new(),
+        }
+    }
+
     /// Bytes this call has produced so far (before compression, for pending ones).
     fn written(&self) -> usize {
         self.buf.len() - self.start + self.pending.len()
@@ -279,13 +289,7 @@ impl Subscriber {
     /// [`TRANSMIT_BUDGET`]) and says what to do next.
     pub fn poll_transmit(&mut self, log: &Log, now: Instant, buf: &mut Vec<u8>) -> Next {
         let mut gz = self.gzip.take();
-        let start = buf.len();
-        let mut sink = Sink {
-            buf,
-            start,
-            gzip: gz.as_mut(),
-            pending: Vec::new(),
-        };
+        let mut sink = Sink::new(buf, gz.as_mut());
         let mut next = self.transmit(log, now, &mut sink);
         sink.flush();
         if next == Next::End {
@@ -396,13 +400,7 @@ impl Subscriber {
         buf: &mut Vec<u8>,
     ) {
         let mut gz = self.gzip.take();
-        let start = buf.len();
-        let mut sink = Sink {
-            buf,
-            start,
-            gzip: gz.as_mut(),
-            pending: Vec::new(),
-        };
+        let mut sink = Sink::new(buf, gz.as_mut());
         self.archive(log, offset, first, bytes, &mut sink);
         sink.flush();
         self.gzip = gz;
