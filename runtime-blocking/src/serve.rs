@@ -249,11 +249,11 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
                     Admission::Respond(response) => {
                         // Answered without reading any body (the core closes the
                         // connection where the body's framing is then lost).
-                        log(&format!(
-                            "{peer} {} {} -> {}",
-                            head.method,
-                            http::path_for_log(&head.target),
-                            response.head.status
+                        log(&http::request_log_line(
+                            peer,
+                            &head.method,
+                            &head.target,
+                            response.head.status,
                         ));
                         http_conn.handle_response(&response, clock::now());
                     }
@@ -278,10 +278,11 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
         let version = head.version;
         let reply = shared.lock().handle(&req, admitted, &body, inputs());
         let status = reply.status();
-        log(&format!(
-            "{peer} {} {} -> {status}",
-            head.method,
-            http::path_for_log(&head.target)
+        log(&http::request_log_line(
+            peer,
+            &head.method,
+            &head.target,
+            status,
         ));
         let response = match reply {
             Reply::Full(r) => r,
@@ -342,11 +343,11 @@ fn refuse(state: &State, mut conn: Conn, peer: &str) {
             }
             .response()
             .with_header("Connection", "close");
-            log(&format!(
-                "{peer} {} {} -> {}",
-                head.method,
-                http::path_for_log(&head.target),
-                response.head.status
+            log(&http::request_log_line(
+                peer,
+                &head.method,
+                &head.target,
+                response.head.status,
             ));
             http_conn.handle_response(&response, clock::now());
             // Writes the answer; the core has closed the connection.

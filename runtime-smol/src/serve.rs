@@ -132,11 +132,11 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                     Admission::Respond(response) => {
                         // Answered without reading any body (the core closes the
                         // connection where the body's framing is then lost).
-                        log(&format!(
-                            "{peer} {} {} -> {}",
-                            head.method,
-                            http::path_for_log(&head.target),
-                            response.head.status
+                        log(&http::request_log_line(
+                            &peer,
+                            &head.method,
+                            &head.target,
+                            response.head.status,
                         ));
                         http_conn.handle_response(&response, clock::now());
                     }
@@ -161,10 +161,11 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
         let version = head.version;
         let reply = shared.lock().handle(&req, admitted, &body, inputs());
         let status = reply.status();
-        log(&format!(
-            "{peer} {} {} -> {status}",
-            head.method,
-            http::path_for_log(&head.target)
+        log(&http::request_log_line(
+            &peer,
+            &head.method,
+            &head.target,
+            status,
         ));
         let response = match reply {
             Reply::Full(r) => r,

@@ -834,15 +834,39 @@ impl StreamFraming {
 }
 
 /// The part of a request target fit for a log line: the path, without the query,
-/// which may carry a `?token=`.
+/// which may carry a `?token=` or a share link's `?sig=`.
 #[must_use]
 pub fn path_for_log(target: &str) -> &str {
     target.split('?').next().unwrap_or(target)
 }
 
+/// The server log's line for one answered request: `peer METHOD /path -> status`,
+/// the query left out ([`path_for_log`]). Both runtimes log every answer with it.
+#[must_use]
+pub fn request_log_line(peer: &str, method: &str, target: &str, status: u16) -> String {
+    format!("{peer} {method} {} -> {status}", path_for_log(target))
+}
+
 #[cfg(test)]
 mod framing_tests {
     use super::*;
+
+    #[test]
+    fn request_log_lines_never_show_the_query() {
+        assert_eq!(
+            request_log_line(
+                "127.0.0.1:5",
+                "GET",
+                "/jobs/x/events?token=secret&sig=1.a",
+                200
+            ),
+            "127.0.0.1:5 GET /jobs/x/events -> 200"
+        );
+        assert_eq!(
+            request_log_line("p", "POST", "/jobs", 201),
+            "p POST /jobs -> 201"
+        );
+    }
 
     #[test]
     fn http10_streams_are_close_delimited() {
