@@ -5,8 +5,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The nginx binary of Debian's `nginx-light` (and every other nginx package).
 pub const NGINX: &str = "/usr/sbin/nginx";
@@ -89,7 +88,7 @@ impl Nginx {
         // then nginx exits with "Address already in use" and the next pair is tried.
         let mut last_log = String::new();
         for _ in 0..3 {
-            let dir = fresh_temp_dir();
+            let dir = crate::server::fresh_temp_dir("nginx");
             let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
             let (http, https) = (free_port(), free_port());
             let mut nginx = Nginx {
@@ -329,22 +328,4 @@ fn signal(name: &str, pids: &[u32]) {
         .args(pids.iter().map(u32::to_string))
         .stderr(Stdio::null())
         .status();
-}
-
-/// A new temp dir, readable by nginx's workers (which run as `nobody` when the test
-/// runs as root).
-fn fresh_temp_dir() -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "spout-nginx-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
-    if let Err(e) = std::fs::create_dir(&dir) {
-        panic!("creating {}: {e}", dir.display());
-    }
-    dir
 }

@@ -102,7 +102,7 @@ impl Server {
     }
 
     fn launch(label: String, program: &Path, config: Option<&str>, extra: &[&str]) -> Server {
-        let dir = fresh_temp_dir();
+        let dir = fresh_temp_dir("test");
         let mut args: Vec<OsString> = vec![
             "serve".into(),
             "--listen".into(),
@@ -441,7 +441,7 @@ pub struct Exited {
 /// start may be listening).
 pub fn run_to_exit(runtime: Runtime, args: &[&str], timeout: Duration) -> Exited {
     let program = binary_path(runtime);
-    let dir = fresh_temp_dir();
+    let dir = fresh_temp_dir("test");
     let output = Arc::new(Output::default());
     let mut child = match Command::new(&program)
         .args(args)
@@ -500,14 +500,16 @@ pub fn run_to_exit(runtime: Runtime, args: &[&str], timeout: Duration) -> Exited
     exited
 }
 
-/// A new empty dir under the system temp dir, unique across processes and tests.
-fn fresh_temp_dir() -> PathBuf {
+/// A new empty dir under the system temp dir, named `spout-{prefix}-…`, unique
+/// across processes and tests (mode from the umask: readable by other users, such
+/// as nginx's workers).
+pub(crate) fn fresh_temp_dir(prefix: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let dir = std::env::temp_dir().join(format!(
-        "spout-test-{}-{}-{nanos}",
+        "spout-{prefix}-{}-{}-{nanos}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
     ));
