@@ -2,6 +2,7 @@
 //! addresses, upstream and certificate paths changed, run as a child process with its
 //! own prefix, pid file, logs and temp paths, and stopped by PID when dropped.
 
+use crate::server::signal;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -316,16 +317,4 @@ fn free_port() -> SocketAddr {
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-}
-
-/// Sends `SIG<name>` to `pids` with kill(1): the harness has no libc binding.
-fn signal(name: &str, pids: &[u32]) {
-    if pids.is_empty() {
-        return;
-    }
-    let _ = Command::new("kill")
-        .arg(format!("-{name}"))
-        .args(pids.iter().map(u32::to_string))
-        .stderr(Stdio::null())
-        .status();
 }

@@ -529,7 +529,7 @@ fn setsid() -> Option<&'static Path> {
 }
 
 /// Sends `SIG<name>` to `pids` with kill(1): the harness has no libc binding.
-fn signal(name: &str, pids: &[u32]) {
+pub(crate) fn signal(name: &str, pids: &[u32]) {
     if pids.is_empty() {
         return;
     }
