@@ -55,7 +55,7 @@ pub fn signal_group(pgid: u32, signal: Signal) -> io::Result<()> {
         .filter(|&raw| raw > 1)
         .and_then(Pid::from_raw)
         .ok_or_else(|| invalid(format!("refusing to signal process group {pgid}")))?;
-    if pid == rustix::process::getpgrp() {
+    if pgid == own_group()? {
         return Err(invalid(format!(
             "refusing to signal process group {pgid}: it is the server's own"
         )));
@@ -231,6 +231,14 @@ fn parse_stat(text: &str) -> Option<Stat> {
         session: field(6)?.parse().ok()?,
         start_ticks: field(22)?.parse().ok()?,
     })
+}
+
+/// The server's own process group, read from `/proc/self/stat`. Not `getpgrp(2)`:
+/// where the group's leader lives outside our PID namespace (a container started
+/// by a CI runner, for one) the kernel reports 0, which `rustix` cannot hold in a
+/// `Pid` (a debug assertion; a zero `NonZero` in release).
+fn own_group() -> io::Result<u32> {
+    Ok(read_stat(std::process::id())?.pgrp)
 }
 
 fn read_stat(pid: u32) -> io::Result<Stat> {
@@ -546,9 +554,11 @@ mod tests {
         let mut child = spawn_group("exec sleep 30");
         let group = process_group(child.id()).unwrap();
         assert_eq!(group.pgid, child.id());
+        // Our session, from /proc like the group's (getsid(2) says 0 when the
+        // session's leader is outside our PID namespace, as under some CI runners).
         assert_eq!(
             group.session,
-            rustix::process::getsid(None).unwrap().as_raw_pid() as u32
+            read_stat(std::process::id()).unwrap().session
         );
         let outcome = end_orphaned_group(&group).unwrap();
         assert_eq!(
@@ -628,7 +638,7 @@ mod tests {
 
     #[test]
     fn signal_group_refuses_dangerous_groups() {
-        let own = rustix::process::getpgrp().as_raw_pid() as u32;
+        let own = own_group().unwrap();
         for pgid in [0, 1, u32::MAX, own] {
             let err = signal_group(pgid, Signal::Term).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "pgid {pgid}");
