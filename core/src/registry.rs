@@ -826,7 +826,7 @@ impl<C: JobCell> Registry<C> {
                 .collect();
             list.extend(others);
             // Newest first across servers (a stable sort keeps ties in order).
-            list.sort_by(|a, b| b.created_ms.cmp(&a.created_ms));
+            list.sort_by_key(|s| std::cmp::Reverse(s.created_ms));
         }
         list
     }
