@@ -229,6 +229,19 @@ impl JobKeys {
     }
 }
 
+/// The control stream of server `server` (its [`ServerId`] text): other servers
+/// append stop requests for its jobs there (`DELETE` on a non-owner), and one
+/// reader per server acts on them.
+#[must_use]
+pub fn ctl_key(server: &str) -> String {
+    format!("{KEY_PREFIX}server:{server}:ctl")
+}
+
+/// The field of a control entry that names the job to stop.
+pub const CTL_STOP_FIELD: &str = "stop";
+/// About how many entries a control stream keeps (`XADD MAXLEN ~`).
+pub const CTL_MAX_LEN: u64 = 1000;
+
 // ---- stream ids and entries ----
 
 /// The stream id of event `id`: `0-N`. The millisecond part is always 0, so

@@ -1273,20 +1273,8 @@ impl RawConfig {
                 Some(RedisUrl::parse(text).map_err(|e| ConfigError::new("redis", e.to_string()))?)
             }
         };
-        if redis.is_none() && self.redis_lease_ttl_ms.is_some() {
-            return Err(ConfigError::new(
-                "redis_lease_ttl_ms",
-                "is set but \"redis\" is not; add \"redis\": \"redis://HOST:PORT\" or leave it out",
-            ));
-        }
-        if redis.is_none() && self.redis_max_events.is_some() {
-            // A cap nobody uses is a mistake (a forgotten "redis"), not something
-            // to ignore silently.
-            return Err(ConfigError::new(
-                "redis_max_events",
-                "is set but \"redis\" is not; add \"redis\": \"redis://HOST:PORT\" or leave it out",
-            ));
-        }
+        // `redis_max_events` and `redis_lease_ttl_ms` without `redis` are not
+        // refused here: `--redis URL` on the command line may supply it.
         let Obj(l) = self.limits;
         let Obj(s) = self.sse;
         Ok(Config {
@@ -2146,11 +2134,6 @@ mod tests {
             (r#""redis": "redis://x:0""#, "redis", "1..=65535"),
             (r#""redis": 6379"#, "redis", "expected a string"),
             (
-                r#""redis_max_events": 5"#,
-                "redis_max_events",
-                "\"redis\" is not",
-            ),
-            (
                 r#""redis": "redis://x", "redis_max_events": 0"#,
                 "redis_max_events",
                 "1..=",
@@ -2196,7 +2179,6 @@ mod tests {
         .unwrap();
         assert_eq!(config.redis_lease_ttl_ms, 1500);
         let cases = [
-            (r#""redis_lease_ttl_ms": 1500"#, "\"redis\" is not"),
             (
                 r#""redis": "redis://x", "redis_lease_ttl_ms": 299"#,
                 "300..=",
