@@ -234,6 +234,10 @@ fn shutdown(state: &State) {
     while shared.lock().running_jobs() > 0 && clock::now() < bound {
         thread::sleep(Duration::from_millis(20));
     }
+    if let Some(cluster) = &state.cluster {
+        // The jobs' exits into Redis, so other servers see how they ended.
+        cluster.finish_pushes(Duration::from_secs(5));
+    }
     let deadline = clock::now() + Duration::from_secs(2);
     while shared.lock().subscribers() > 0 && clock::now() < deadline {
         thread::sleep(Duration::from_millis(20));

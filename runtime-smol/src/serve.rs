@@ -88,14 +88,14 @@ fn serve(started: Started) -> anyhow::Result<()> {
             }
         }
         drop(listener);
-        shutdown(&shared).await;
+        shutdown(&shared, cluster.as_ref()).await;
         anyhow::Ok(())
     })
 }
 
 /// Stops every running job (SIGTERM to its group, SIGKILL after the grace), waits
 /// for their `exit` to be archived, and gives open streams a moment to send it.
-async fn shutdown(shared: &Shared) {
+async fn shutdown(shared: &Shared, cluster: Option<&Arc<Cluster>>) {
     let woken = shared.lock().shutdown(clock::now());
     log(&format!(
         "shutting down: stopping {} running jobs",
@@ -107,6 +107,11 @@ async fn shutdown(shared: &Shared) {
     let bound = clock::now() + Duration::from_secs(60);
     while shared.lock().running_jobs() > 0 && clock::now() < bound {
         Timer::after(Duration::from_millis(20)).await;
+    }
+    if let Some(cluster) = cluster {
+        // The jobs' exits into Redis, so other servers see how they ended.
+        let cluster = cluster.clone();
+        smol::unblock(move || cluster.finish_pushes(Duration::from_secs(5))).await;
     }
     let deadline = clock::now() + Duration::from_secs(2);
     while shared.lock().subscribers() > 0 && clock::now() < deadline {

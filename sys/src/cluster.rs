@@ -38,6 +38,7 @@ use spout_core::event::EndReason;
 use spout_core::registry::Inputs;
 use spout_core::{Cursor, EventId, JobId};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -73,6 +74,12 @@ pub struct Cluster {
     requests: Mutex<Option<RedisStore>>,
     /// Remote jobs this server follows (one reader each), by id: their owner.
     followed: Mutex<HashMap<JobId, String>>,
+    /// Pushers still running (owned jobs whose `exit` is not in Redis yet).
+    pushers: AtomicUsize,
+    /// Every thread ends at its next look ([`Cluster::stop`]).
+    stopping: AtomicBool,
+    /// How long finished jobs stay in Redis (`limits.retention_s`).
+    retention: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -121,7 +128,7 @@ impl Cluster {
     /// This server's commands differ from the cluster's (the message names the
     /// differences), or Redis refuses a command.
     pub fn start(shared: &Arc<Shared>, wake: WakeDriver) -> anyhow::Result<Option<Arc<Cluster>>> {
-        let (url, ttl, cap, window_bytes, list_limit, table) = {
+        let (url, ttl, cap, window_bytes, list_limit, table, retention) = {
             let registry = shared.lock();
             let config: &Config = registry.config();
             let Some(url) = config.redis.clone() else {
@@ -134,6 +141,7 @@ impl Cluster {
                 config.limits.memory_window_bytes,
                 config.limits.max_retained_jobs,
                 CommandTable::new(&config.commands),
+                Duration::from_secs(config.limits.retention_s),
             )
         };
         let random = os::random_bytes();
@@ -151,6 +159,9 @@ impl Cluster {
             wake,
             requests: Mutex::new(None),
             followed: Mutex::new(HashMap::new()),
+            pushers: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            retention,
         });
         let first = match RedisStore::connect(&cluster.url, COMMAND_TIMEOUT) {
             Ok(mut store) => {
@@ -172,7 +183,7 @@ impl Cluster {
                      POST /jobs answers 503, retrying every second",
                     cluster.url
                 ));
-                shared.lock().handle_redis_state(Some(e.to_string()));
+                shared.lock().handle_redis_state(Some(reason(&e)));
                 None
             }
         };
@@ -188,6 +199,26 @@ impl Cluster {
     #[must_use]
     pub fn server_id(&self) -> &ServerId {
         &self.server
+    }
+
+    /// At shutdown, once every local job has ended: waits up to `bound` for the
+    /// pushers to put the jobs' last events (their `exit`) in Redis, so other
+    /// servers see how they ended rather than a lost owner.
+    pub fn finish_pushes(&self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        while self.pushers.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Ends every thread of this cluster member at its next look (within about a
+    /// second): pushers stop pushing, readers stop reading, leases lapse.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     // ---- the request path ----
@@ -244,8 +275,10 @@ impl Cluster {
             )),
         }
         let cluster = self.clone();
+        self.pushers.fetch_add(1, Ordering::AcqRel);
         spawn("spout-cluster-push", move || {
-            cluster.push(id, record, sent);
+            cluster.clone().push(id, record, sent);
+            cluster.pushers.fetch_sub(1, Ordering::AcqRel);
         });
     }
 
@@ -344,7 +377,7 @@ impl Cluster {
         let mut connected_since = store.as_ref().map(|_| Instant::now());
         let mut down_logged = store.is_none();
         let mut next_scan = Instant::now() + cluster::renew_interval(self.ttl);
-        loop {
+        while !self.stopping() {
             thread::sleep(TICK.min(cluster::renew_interval(self.ttl)));
             if store.is_none() {
                 match RedisStore::connect(&self.url, COMMAND_TIMEOUT) {
@@ -399,7 +432,7 @@ impl Cluster {
     }
 
     fn report_down(&self, e: &StoreError, logged: &mut bool) {
-        self.shared.lock().handle_redis_state(Some(e.to_string()));
+        self.shared.lock().handle_redis_state(Some(reason(e)));
         if !*logged {
             *logged = true;
             log(&format!(
@@ -444,6 +477,7 @@ impl Cluster {
                     let at = exit.id;
                     match store.append(keys, &[exit], None)? {
                         Appended::All => {
+                            let _ = store.expire_job(keys, self.retention);
                             log(&format!(
                                 "job {id}: its owner {} is lost; ended it (server_lost, event {})",
                                 record.owner,
@@ -464,7 +498,7 @@ impl Cluster {
     fn control(self: Arc<Cluster>) {
         let mut store: Option<RedisStore> = None;
         let mut after: Option<String> = None;
-        loop {
+        while !self.stopping() {
             if store.is_none() {
                 match RedisStore::connect(&self.url, COMMAND_TIMEOUT) {
                     Ok(s) => store = Some(s),
@@ -523,7 +557,7 @@ impl Cluster {
     fn read(self: Arc<Cluster>, id: JobId, mut cursor: Cursor) {
         let keys = JobKeys::new(&id);
         let mut store: Option<RedisStore> = None;
-        loop {
+        while !self.stopping() {
             let Some(slot) = self.shared.slot(id) else {
                 break; // dropped by retention
             };
@@ -570,7 +604,7 @@ impl Cluster {
         let mut pusher = Pusher::new();
         let mut lease = OwnerLease::new(self.ttl, leased_at);
         let mut record_dirty = false;
-        loop {
+        while !self.stopping() {
             let listener = slot.listen();
             let now = Instant::now();
             let (last, exit_id, counts) = {
@@ -672,7 +706,12 @@ impl Cluster {
                 return;
             }
             if exit_id.is_some_and(|x| pusher.pushed().0 >= x) && !record_dirty {
-                return; // everything is in Redis; the lease may lapse
+                // Everything is in Redis; the lease may lapse. The job stays
+                // replayable from any server for the retention time.
+                if let Some(s) = store.as_mut() {
+                    let _ = s.expire_job(&keys, self.retention);
+                }
+                return;
             }
             let mut deadline = lease.poll_timeout();
             if store.is_none() {
@@ -685,6 +724,14 @@ impl Cluster {
                 None => listener.wait(),
             }
         }
+    }
+}
+
+/// Why Redis is out of reach, for `/healthz` (which says "redis unreachable").
+fn reason(e: &StoreError) -> String {
+    match e {
+        StoreError::Unreachable(e) => e.to_string(),
+        other => other.to_string(),
     }
 }
 

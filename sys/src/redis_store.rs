@@ -380,6 +380,22 @@ impl RedisStore {
 }
 
 impl RedisStore {
+    /// A finished job's keys (stream, record, lease) expire after `retention`, in
+    /// one round trip.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn expire_job(&mut self, keys: &JobKeys, retention: Duration) -> Result<(), StoreError> {
+        let ms = millis(retention);
+        redis::pipe()
+            .pexpire(&keys.events, i64::try_from(ms).unwrap_or(i64::MAX))
+            .ignore()
+            .pexpire(&keys.record, i64::try_from(ms).unwrap_or(i64::MAX))
+            .ignore()
+            .query::<()>(&mut self.con)?;
+        Ok(())
+    }
+
     /// One round trip that proves the connection works (`PING`).
     ///
     /// # Errors
@@ -459,7 +475,8 @@ impl RedisStore {
 
     /// The newest `limit` jobs of the index with their records and their streams'
     /// last entries, in one pipelined round trip after the index read; jobs whose
-    /// record is gone (expired) are left out.
+    /// record is gone (expired with retention) are left out and dropped from the
+    /// index.
     ///
     /// # Errors
     /// Redis errors; a record or entry spout cannot read.
@@ -486,16 +503,22 @@ impl RedisStore {
         }
         let replies: Vec<redis::Value> = pipe.query(&mut self.con)?;
         let mut out = Vec::new();
+        let mut gone = Vec::new();
         for (id, pair) in ids.into_iter().zip(replies.chunks(2)) {
             let [record, last] = pair else { continue };
             let fields: Vec<(String, String)> = redis::from_redis_value(record)?;
             if fields.is_empty() {
+                // Expired with retention ([`RedisStore::expire_job`]).
+                gone.push(id.to_string());
                 continue;
             }
             let record = JobRecord::from_fields(&fields).map_err(StoreError::Record)?;
             let last: StreamRangeReply = redis::from_redis_value(last)?;
             let last = last.ids.first().map(entry).transpose()?;
             out.push((id, record, last));
+        }
+        if !gone.is_empty() {
+            self.con.zrem::<_, _, i64>(JOBS_KEY, gone)?;
         }
         Ok(out)
     }
