@@ -52,6 +52,8 @@ const TICK: Duration = Duration::from_secs(1);
 const READ_BLOCK: Duration = Duration::from_secs(1);
 /// Entries one read takes.
 const READ_COUNT: usize = 512;
+/// The most archive bytes one push reads (events that left the memory window).
+const ARCHIVE_READ: usize = 1 << 20;
 /// Stack of the cluster's threads: a few locals; buffers live on the heap.
 const STACK_BYTES: usize = 256 * 1024;
 
@@ -648,20 +650,20 @@ impl Cluster {
             while let (Some(s), Some((from, to))) =
                 (store.as_mut(), pusher.poll_batch(Cursor(last)))
             {
-                let entries = entries(&slot, from, to);
-                if entries.is_empty() {
-                    // Left the memory window meanwhile: readers get a gap there.
+                let entries = entries(&self.shared, &slot, id, from, to);
+                let Some(upto) = entries.last().map(|e| e.id) else {
+                    // Neither in memory nor archived: readers get a gap there.
                     pusher.handle_pushed(to);
                     continue;
-                }
-                let floor = cluster::trim_floor(to, self.cap);
+                };
+                let floor = cluster::trim_floor(upto, self.cap);
                 match s.append(&keys, &entries, floor) {
                     Ok(Appended::All) => {
-                        if from.get() == 1 {
+                        if entries[0].id == EventId::FIRST {
                             record.start = entries[0].data.clone();
                             record_dirty = true;
                         }
-                        pusher.handle_pushed(to);
+                        pusher.handle_pushed(upto);
                     }
                     Ok(Appended::IdTaken) => pusher.handle_conflict(),
                     Err(e) => {
@@ -754,8 +756,43 @@ fn feed(slot: &crate::driver::JobSlot, entries: &[StreamEntry], cursor: &mut Cur
     ended
 }
 
-/// The entries of events `from..=to` still in the log's memory window.
-fn entries(slot: &crate::driver::JobSlot, from: EventId, to: EventId) -> Vec<StreamEntry> {
+/// The entries of events `from..=to`: from the log's memory window, or, for
+/// events that left it (a push after a long Redis outage), from the job's archive
+/// file (at most a MiB of it per batch). Events found in neither are left out:
+/// readers get a `gap` there.
+fn entries(
+    shared: &Shared,
+    slot: &crate::driver::JobSlot,
+    id: JobId,
+    from: EventId,
+    to: EventId,
+) -> Vec<StreamEntry> {
+    let position = {
+        let job = slot.lock();
+        let log = job.log();
+        if from.get() >= log.window_first() {
+            None
+        } else {
+            log.archive_position(from.get())
+        }
+    };
+    if let (Some((offset, first)), Some(archive)) = (position, &shared.archive) {
+        // The file is read without the job's lock.
+        let bytes = archive
+            .open_events(&id.to_string())
+            .and_then(|reader| reader.read_at(offset, ARCHIVE_READ));
+        if let Ok(bytes) = bytes {
+            let found: Vec<StreamEntry> = spout_core::archive::scan(&bytes, first)
+                .records
+                .iter()
+                .filter(|r| r.id >= from && r.id <= to)
+                .filter_map(|r| cluster::entry_from_wire(r.id, r.wire))
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+        }
+    }
     let job = slot.lock();
     let log = job.log();
     (from.get()..=to.get())

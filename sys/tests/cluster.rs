@@ -288,3 +288,54 @@ fn different_commands_refuse_to_join() {
     let err = Cluster::start(&shared, Box::new(|_| {})).unwrap_err();
     assert!(err.to_string().contains("argv"), "{err}");
 }
+
+#[test]
+fn events_that_left_the_window_are_pushed_from_the_archive() {
+    let Some(redis) = redis() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let config = spout_core::config::parse(&format!(
+        r#"{{"commands": {{"b": {{"argv": ["true"]}}}}, "redis": "{}",
+            "limits": {{"memory_window_bytes": 1024}}, "sse": {{"max_event_bytes": 1024}}}}"#,
+        redis.url
+    ))
+    .unwrap();
+    let archive = spout_sys::archive::ArchiveDir::open(data.path()).unwrap();
+    let shared = Shared::new(Registry::new(config).unwrap(), Some(archive));
+    let a = Server {
+        cluster: Cluster::start(&shared, Box::new(|_| {})).unwrap().unwrap(),
+        shared,
+    };
+    let b = server(&redis.url);
+    let Reply::Spawn { job, .. } = ask(&a.shared, "POST", "/jobs", br#"{"command":"b"}"#, 7) else {
+        panic!("not created")
+    };
+    let now = Instant::now();
+    let mut io = JobIo::record(&a.shared, job, now);
+    let _ = io.with_job(&a.shared, now, |j| {
+        j.handle_spawned(4242, now, SystemTime::now());
+    });
+    // 200 events of ~60 bytes: most have left the 1 KiB window before the
+    // pusher starts (as after a long outage).
+    for n in 0..200 {
+        let line = format!("line {n:03} ........................................\n");
+        let _ = io.output(&a.shared, Stream::Stdout, line.as_bytes(), now);
+    }
+    assert!(a.shared.slot(job).unwrap().lock().log().window_first() > 100);
+    a.cluster.own(job);
+    assert!(b.cluster.follow(job));
+    wait_until("b has every event", || {
+        b.shared
+            .slot(job)
+            .is_some_and(|s| s.lock().log().last_visible() >= 201)
+    });
+    let slot = b.shared.slot(job).unwrap();
+    let remote = slot.lock();
+    // b's window is the default 1 MiB: every event is still there, none lost.
+    for n in 2..=201 {
+        let Some(wire) = remote.log().get(n) else {
+            panic!("{n} missing; window from {}", remote.log().window_first())
+        };
+        let wire = String::from_utf8_lossy(wire).into_owned();
+        assert!(wire.contains(&format!("line {:03}", n - 2)), "{n}: {wire}");
+    }
+}
