@@ -18,7 +18,8 @@
 //! Nothing here decides anything: which bytes go in a file, when a job is stopped or
 //! what an id looks like is `spout-core`'s business. These modules only move bytes,
 //! files and processes, and report OS errors with the path or pid they concern.
-//! Anything that must await or block on a socket belongs in a runtime, not here.
+//! Anything that must await on a socket belongs in a runtime, not here; the cluster
+//! modules block on Redis from threads of their own (docs/cluster.md).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
