@@ -379,11 +379,15 @@ impl Cluster {
         let mut connected_since = store.as_ref().map(|_| Instant::now());
         let mut down_logged = store.is_none();
         let mut next_scan = Instant::now() + cluster::renew_interval(self.ttl);
+        let mut rechecked = checked;
         while !self.stopping() {
             thread::sleep(TICK.min(cluster::renew_interval(self.ttl)));
             if store.is_none() {
                 match RedisStore::connect(&self.url, COMMAND_TIMEOUT) {
-                    Ok(s) => store = Some(s),
+                    Ok(s) => {
+                        store = Some(s);
+                        rechecked = false;
+                    }
                     Err(e) => {
                         self.report_down(&e, &mut down_logged);
                         connected_since = None;
@@ -393,14 +397,24 @@ impl Cluster {
             }
             // invariant: connected just above when it was not.
             let s = store.as_mut().expect("connected");
-            if !checked {
+            if !rechecked {
+                // On every (re)connection: a Redis restarted empty has lost the
+                // table, and the first server back publishes its own.
                 match s.check_commands(&self.table) {
-                    Ok(()) => checked = true,
-                    Err(StoreError::Mismatch(m)) => {
+                    Ok(()) => {
+                        checked = true;
+                        rechecked = true;
+                    }
+                    Err(StoreError::Mismatch(m)) if !checked => {
                         // Started with Redis down; now the cluster says no.
                         log(&format!("{m}"));
                         log("stopping: this server cannot join the cluster");
                         std::process::exit(2);
+                    }
+                    Err(StoreError::Mismatch(m)) => {
+                        // Already serving: keep serving, but say so loudly.
+                        log(&format!("cluster: after a redis restart, {m}"));
+                        rechecked = true;
                     }
                     Err(e) => {
                         self.report_down(&e, &mut down_logged);
