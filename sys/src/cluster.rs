@@ -513,6 +513,8 @@ impl Cluster {
     /// The control reader: stop requests for this server's jobs.
     fn control(self: Arc<Cluster>) {
         let mut store: Option<RedisStore> = None;
+        // The stream is this process's own (server ids are random per start): read
+        // it from its beginning, so no request sent before this thread ran is lost.
         let mut after: Option<String> = None;
         while !self.stopping() {
             if store.is_none() {
@@ -526,15 +528,6 @@ impl Cluster {
             }
             // invariant: connected just above when it was not.
             let s = store.as_mut().expect("connected");
-            if after.is_none() {
-                match s.ctl_last_id(&self.server) {
-                    Ok(id) => after = Some(id),
-                    Err(_) => {
-                        store = None;
-                        continue;
-                    }
-                }
-            }
             let from = after.clone().unwrap_or_else(|| "0-0".to_owned());
             match s.read_ctl(&self.server, &from, READ_BLOCK) {
                 Ok(requests) => {

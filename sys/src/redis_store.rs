@@ -423,21 +423,6 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The id of the last entry of `server`'s control stream (`0-0` when empty):
-    /// where its reader starts, so requests older than this server are not acted on.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub fn ctl_last_id(&mut self, server: &ServerId) -> Result<String, StoreError> {
-        let reply: StreamRangeReply =
-            self.con
-                .xrevrange_count(cluster::ctl_key(server.as_str()), "+", "-", 1)?;
-        Ok(reply
-            .ids
-            .first()
-            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
-    }
-
     /// Stop requests on `server`'s control stream after entry `after`, waiting up
     /// to `block` for the first: `(entry id, job)` pairs; entries that name no job
     /// are skipped (their ids still move the cursor).
