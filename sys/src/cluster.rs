@@ -35,6 +35,7 @@ use spout_core::cluster::{
 };
 use spout_core::config::Config;
 use spout_core::event::EndReason;
+use spout_core::job::State;
 use spout_core::registry::Inputs;
 use spout_core::{Cursor, EventId, JobId};
 use std::collections::HashMap;
@@ -165,7 +166,7 @@ impl Cluster {
             stopping: AtomicBool::new(false),
             retention,
         });
-        let first = match RedisStore::connect(&cluster.url, COMMAND_TIMEOUT) {
+        let mut first = match RedisStore::connect(&cluster.url, COMMAND_TIMEOUT) {
             Ok(mut store) => {
                 store.check_commands(&cluster.table).map_err(|e| match e {
                     StoreError::Mismatch(m) => anyhow!("{m}"),
@@ -190,6 +191,9 @@ impl Cluster {
             }
         };
         let checked = first.is_some();
+        if let Some(store) = first.as_mut() {
+            cluster.push_restored(store);
+        }
         let watch = cluster.clone();
         spawn("spout-cluster-watch", move || watch.watch(first, checked));
         let ctl = cluster.clone();
@@ -221,6 +225,52 @@ impl Cluster {
 
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// After a restart on the same data dir: jobs this server ran before it
+    /// stopped, restored as `lost` (`server_restart`), whose streams in Redis have
+    /// no end yet get their archived tail and that `exit` pushed (a backfill, so
+    /// nothing twice), and other servers see the same end. One whose stream
+    /// another server has ended already is left as it is.
+    fn push_restored(self: &Arc<Cluster>, store: &mut RedisStore) {
+        let lost: Vec<JobId> = {
+            let registry = self.shared.lock();
+            registry
+                .job_ids()
+                .iter()
+                .copied()
+                .filter(|id| {
+                    registry
+                        .with_job(*id, |j| j.state() == State::Lost && !j.is_remote())
+                        .unwrap_or(false)
+                })
+                .collect()
+        };
+        for id in lost {
+            let keys = JobKeys::new(&id);
+            let Ok(Some(mut record)) = store.get_record(&keys) else {
+                continue; // not a cluster job, or expired
+            };
+            if let Ok(Some(last)) = store.last_entry(&keys) {
+                if last.is_final() {
+                    continue;
+                }
+            }
+            log(&format!(
+                "job {id}: pushing its end (server_restart) to redis"
+            ));
+            record.owner = self.server.as_str().to_owned();
+            let mut pusher = Pusher::new();
+            pusher.handle_unreachable();
+            let cluster = self.clone();
+            self.pushers.fetch_add(1, Ordering::AcqRel);
+            spawn("spout-cluster-push", move || {
+                cluster
+                    .clone()
+                    .push_from(id, &mut record, Instant::now(), pusher);
+                cluster.pushers.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
     }
 
     // ---- the request path ----
@@ -604,13 +654,23 @@ impl Cluster {
     /// An owned job's pusher: its log into its stream, its lease renewed, until
     /// its `exit` is in Redis (or another server ended it).
     fn push(self: Arc<Cluster>, id: JobId, mut record: cluster::JobRecord, leased_at: Instant) {
+        self.push_from(id, &mut record, leased_at, Pusher::new());
+    }
+
+    /// The pusher's loop, from `pusher`'s state (an `Offline` one backfills first).
+    fn push_from(
+        self: Arc<Cluster>,
+        id: JobId,
+        record: &mut cluster::JobRecord,
+        leased_at: Instant,
+        mut pusher: Pusher,
+    ) {
         let keys = JobKeys::new(&id);
         let Some(slot) = self.shared.slot(id) else {
             return;
         };
         let mut store: Option<RedisStore> = None;
         let mut retry_at = Instant::now();
-        let mut pusher = Pusher::new();
         let mut lease = OwnerLease::new(self.ttl, leased_at);
         let mut record_dirty = false;
         while !self.stopping() {
