@@ -755,7 +755,7 @@ impl Cluster {
                 if let Some(s) = store.as_mut() {
                     record.last_id = pusher.pushed().0;
                     (record.stdout_bytes, record.stderr_bytes) = counts;
-                    match s.put_record(&id, &keys, &record) {
+                    match s.put_record(&id, &keys, record) {
                         Ok(()) => record_dirty = false,
                         Err(_) => {
                             pusher.handle_unreachable();
