@@ -430,8 +430,10 @@ impl Cluster {
         let mut down_logged = store.is_none();
         let mut next_scan = Instant::now() + cluster::renew_interval(self.ttl);
         let mut rechecked = checked;
+        let tick = TICK.min(cluster::renew_interval(self.ttl));
+        let mut last_ok: Option<Instant> = None;
         while !self.stopping() {
-            thread::sleep(TICK.min(cluster::renew_interval(self.ttl)));
+            thread::sleep(tick);
             if store.is_none() {
                 match RedisStore::connect(&self.url, COMMAND_TIMEOUT) {
                     Ok(s) => {
@@ -480,6 +482,13 @@ impl Cluster {
                 continue;
             }
             let now = Instant::now();
+            // A Redis that stalled (stopped, swapping) without breaking the
+            // connection counts as a reconnection: owners renew only once it
+            // answers again, so their leases get a whole TTL before any judgement.
+            if last_ok.is_some_and(|t| now.duration_since(t) > 2 * tick) {
+                connected_since = Some(now);
+            }
+            last_ok = Some(now);
             let since = *connected_since.get_or_insert(now);
             if down_logged {
                 down_logged = false;
