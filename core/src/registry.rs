@@ -886,7 +886,16 @@ impl<C: JobCell> Registry<C> {
     }
 
     fn get(&self, id: JobId) -> Result<Arc<C>, ApiError> {
-        self.cell(id).ok_or_else(no_such_job)
+        self.cell(id).ok_or_else(|| match &self.redis_down {
+            // Cluster mode: another server may own it, and Redis cannot say.
+            Some(reason) => ApiError::Unavailable {
+                message: format!(
+                    "job {id} is not on this server and redis is unreachable ({reason}): retry later"
+                ),
+                retry_after: RETRY_AFTER_S,
+            },
+            None => no_such_job(),
+        })
     }
 
     fn create_job(
@@ -1346,7 +1355,17 @@ mod tests {
         };
         assert_eq!(r.head.status, 503);
         assert_eq!(r.head.get("retry-after"), Some("5"));
+        // A job it does not hold may be another server's: Redis cannot say.
+        let other = JobId::from_random([6; 16]);
+        assert_eq!(
+            ask(&mut reg, "GET", &format!("/jobs/{other}"), b"").status(),
+            503
+        );
         reg.handle_redis_state(None);
+        assert_eq!(
+            ask(&mut reg, "GET", &format!("/jobs/{other}"), b"").status(),
+            404
+        );
         assert_eq!(ask(&mut reg, "GET", "/healthz", b"").status(), 200);
         assert_eq!(
             ask(&mut reg, "POST", "/jobs", br#"{"command":"b"}"#).status(),
