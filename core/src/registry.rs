@@ -485,7 +485,34 @@ impl<C: JobCell> Registry<C> {
     /// Cluster mode: the jobs of the shared index (`spout:jobs`) as just read,
     /// newest first; `GET /jobs` lists those this registry does not hold after
     /// its own.
+    ///
+    /// A job of the index this registry does not hold also enters the job list's
+    /// change log when it first appears (`created`, then `running` or `exited`)
+    /// and when it ends, so `GET /jobs` event streams see other servers' jobs.
     pub fn handle_remote_index(&mut self, statuses: Vec<crate::job::Status>) {
+        for status in &statuses {
+            let Some(id) = JobId::parse(&status.id) else {
+                continue;
+            };
+            if self.jobs.contains_key(&id) {
+                continue;
+            }
+            let kind = if status.exit.is_some() {
+                ChangeKind::Exited
+            } else {
+                ChangeKind::Running
+            };
+            let seen = self.reported.get(&id).copied();
+            if seen == Some(kind) || seen == Some(ChangeKind::Exited) {
+                continue;
+            }
+            if seen.is_none() {
+                self.feed
+                    .record(ChangeKind::Created, id.to_string(), Some(status.clone()));
+            }
+            self.reported.insert(id, kind);
+            self.feed.record(kind, id.to_string(), Some(status.clone()));
+        }
         self.remote_index = statuses;
     }
 
@@ -1393,6 +1420,20 @@ mod tests {
         };
         let list: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(list[0]["id"], other.to_string());
+        // The job list's change log has it once, and again when it ends.
+        let version = reg.list_version();
+        reg.handle_remote_index(vec![crate::cluster::remote_status(other, &record, None)]);
+        assert_eq!(reg.list_version(), version, "nothing new");
+        let exit = match crate::cluster::end_lost_job(None, &record, u64::MAX / 2 + 5) {
+            crate::cluster::EndAttempt::Append(e) => e,
+            crate::cluster::EndAttempt::Done => panic!(),
+        };
+        reg.handle_remote_index(vec![crate::cluster::remote_status(
+            other,
+            &record,
+            Some(&exit),
+        )]);
+        assert!(reg.list_version() > version, "its end is a change");
         let route = Route::JobStatus(other);
         assert_eq!(reg.unknown_job(route), Some(other));
         #[allow(clippy::disallowed_methods)] // a test's one clock read

@@ -7,8 +7,9 @@
 //! Per server:
 //! - one *watch* thread: checks Redis every second (reporting up/down to the
 //!   registry: `/healthz` and `POST /jobs` answer `503` while it is down), checks
-//!   the command table once connected, and every `ttl/3` judges the leases of the
-//!   other servers' running jobs, ending lost ones with `server_lost`;
+//!   the command table once connected, and every `ttl/3` reads the job index (for
+//!   the job list and its event streams) and judges the leases of the other
+//!   servers' running jobs, ending lost ones with `server_lost`;
 //! - one *control* reader: stop requests other servers sent for this server's jobs;
 //! - per owned job, one *pusher*: an internal follower of the job's log that pushes
 //!   each new range of events in one round trip, renews the lease, and backfills
@@ -520,7 +521,14 @@ impl Cluster {
     /// Judges the lease of every running job of the index that another server
     /// owns; ends the lost ones.
     fn scan(&self, store: &mut RedisStore, connected_since: Instant) -> Result<(), StoreError> {
-        for (id, record, last) in store.list_jobs(self.list_limit)? {
+        let jobs = store.list_jobs(self.list_limit)?;
+        // The job list (and its event streams) see the other servers' jobs.
+        let statuses = jobs
+            .iter()
+            .map(|(id, record, last)| cluster::remote_status(*id, record, last.as_ref()))
+            .collect();
+        self.shared.lock().handle_remote_index(statuses);
+        for (id, record, last) in jobs {
             if record.owner == self.server.as_str() || last.as_ref().is_some_and(|e| e.is_final()) {
                 continue;
             }
