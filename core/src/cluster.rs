@@ -229,6 +229,19 @@ impl JobKeys {
     }
 }
 
+/// The control stream of server `server` (its [`ServerId`] text): other servers
+/// append stop requests for its jobs there (`DELETE` on a non-owner), and one
+/// reader per server acts on them.
+#[must_use]
+pub fn ctl_key(server: &str) -> String {
+    format!("{KEY_PREFIX}server:{server}:ctl")
+}
+
+/// The field of a control entry that names the job to stop.
+pub const CTL_STOP_FIELD: &str = "stop";
+/// About how many entries a control stream keeps (`XADD MAXLEN ~`).
+pub const CTL_MAX_LEN: u64 = 1000;
+
 // ---- stream ids and entries ----
 
 /// The stream id of event `id`: `0-N`. The millisecond part is always 0, so
@@ -285,7 +298,8 @@ pub const FIELD_TYPE: &str = "t";
 pub const FIELD_DATA: &str = "d";
 /// The event type of the final event.
 pub const EXIT: &str = "exit";
-/// The `reason` of the `exit` another server appends for a job whose owner died.
+/// The `reason` of the `exit` another server appends for a job whose owner died
+/// ([`EndReason::ServerLost`](crate::event::EndReason::ServerLost)).
 pub const SERVER_LOST: &str = "server_lost";
 
 /// One event as it is stored in a job's stream: short field names keep Redis memory
@@ -357,6 +371,32 @@ impl StreamEntry {
     pub fn is_final(&self) -> bool {
         self.kind == EXIT
     }
+}
+
+/// The stream entry of event `id` from its wire bytes in a log (the owner pushes
+/// what its log holds); `None` for bytes that hold no event.
+#[must_use]
+pub fn entry_from_wire(id: EventId, wire: &[u8]) -> Option<StreamEntry> {
+    let mut decoder = crate::sse::Decoder::new();
+    decoder.feed(wire);
+    std::iter::from_fn(|| decoder.poll()).find_map(|item| match item {
+        crate::sse::Item::Event(e) => Some(StreamEntry {
+            id,
+            kind: e.event_type,
+            data: e.data,
+        }),
+        _ => None,
+    })
+}
+
+/// The wire bytes of a stream entry, as the owner's log holds them: `id: N`, the
+/// event type, the data. A type Redis holds that SSE cannot carry is left out (the
+/// client sees a `message`); data with line breaks is split into `data:` lines.
+pub fn encode_entry(entry: &StreamEntry, buf: &mut Vec<u8>) {
+    let id = entry.id.get().to_string();
+    let id = crate::sse::IdValue::new(&id).ok();
+    let event = crate::sse::EventType::new(&entry.kind).ok();
+    crate::sse::encode_event(id, event, &entry.data, buf);
 }
 
 // ---- the command table ----
@@ -1105,6 +1145,54 @@ impl JobRecord {
             stderr_bytes: number("stderr_bytes")?,
         })
     }
+}
+
+// ---- remote jobs ----
+
+/// The registry job for another server's job, from its record: a
+/// [`Job::remote`](crate::job::Job::remote) with the record's `start` event
+/// already in its log (so `?tail=N` and the status have it even when the stream's
+/// cap trimmed it). Its reader then feeds the stream's entries from the start.
+#[must_use]
+pub fn remote_job(job: JobId, record: &JobRecord, window_bytes: usize) -> crate::job::Job {
+    let mut remote = crate::job::Job::remote(
+        job,
+        record.command.clone(),
+        record.started_at_ms,
+        window_bytes,
+    );
+    if !record.start.is_empty() {
+        remote.handle_remote_entry(&StreamEntry {
+            id: EventId::FIRST,
+            kind: "start".to_owned(),
+            data: record.start.clone(),
+        });
+    }
+    remote
+}
+
+/// The status document of another server's job for `GET /jobs`, from its record
+/// and its stream's last entry (which ends it when it is the `exit`).
+#[must_use]
+pub fn remote_status(
+    job: JobId,
+    record: &JobRecord,
+    last: Option<&StreamEntry>,
+) -> crate::job::Status {
+    let mut remote = remote_job(job, record, 0);
+    if let Some(last) = last.filter(|e| e.is_final()) {
+        remote.handle_remote_entry(last);
+    }
+    let mut status = remote.status();
+    status.last_event_id = status
+        .last_event_id
+        .max(record.last_id)
+        .max(last.map_or(0, |e| e.id.get()));
+    if status.exit.is_none() {
+        status.stdout_bytes = record.stdout_bytes;
+        status.stderr_bytes = record.stderr_bytes;
+    }
+    status
 }
 
 #[cfg(test)]
@@ -1913,5 +2001,209 @@ mod tests {
             }
             check_stream(&stream, &[round]);
         }
+    }
+
+    // ---- wire bytes and remote jobs ----
+
+    fn wires() -> Vec<Vec<u8>> {
+        use crate::event::{self, ExitData, StartData};
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        let argv = vec!["make".to_owned(), "-j2".to_owned()];
+        event::encode_start(
+            id(1),
+            &StartData {
+                command: "build",
+                argv: &argv,
+                pid: Some(42),
+                started_at: "2026-12-05T00:00:00.000Z",
+            },
+            &mut buf,
+        );
+        out.push(std::mem::take(&mut buf));
+        crate::sse::encode_output_event(
+            id(2),
+            crate::event::Stream::Stdout,
+            "line \"one\"\r\n\u{1b}[0m é",
+            &mut buf,
+        );
+        out.push(std::mem::take(&mut buf));
+        event::encode_exit(
+            id(3),
+            &ExitData {
+                code: Some(0),
+                signal: None,
+                duration_ms: 12,
+                stdout_bytes: 19,
+                stderr_bytes: 0,
+                reason: None,
+            },
+            &mut buf,
+        );
+        out.push(buf);
+        out
+    }
+
+    #[test]
+    fn entries_carry_the_owners_wire_bytes_unchanged() {
+        for (n, wire) in wires().iter().enumerate() {
+            let entry = entry_from_wire(id(n as u64 + 1), wire).unwrap();
+            let mut again = Vec::new();
+            encode_entry(&entry, &mut again);
+            assert_eq!(
+                String::from_utf8_lossy(&again),
+                String::from_utf8_lossy(wire)
+            );
+        }
+        assert!(entry_from_wire(id(1), b": comment only\n\n").is_none());
+    }
+
+    #[test]
+    fn foreign_entries_still_frame_correctly() {
+        let entry = StreamEntry {
+            id: id(9),
+            kind: "bad\ntype".to_owned(),
+            data: "a\nb".to_owned(),
+        };
+        let mut wire = Vec::new();
+        encode_entry(&entry, &mut wire);
+        assert_eq!(wire, b"id: 9\ndata: a\ndata: b\n\n");
+    }
+
+    fn remote_record() -> JobRecord {
+        JobRecord {
+            owner: "a".repeat(24),
+            command: "build".into(),
+            started_at_ms: 1_000,
+            start: String::new(),
+            last_id: 0,
+            stdout_bytes: 5,
+            stderr_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn a_remote_job_serves_the_owners_ids_and_ends_with_its_exit() {
+        let job = JobId::from_random([7; 16]);
+        let mut remote = remote_job(job, &remote_record(), 1 << 20);
+        assert!(remote.is_remote());
+        let entries: Vec<StreamEntry> = wires()
+            .iter()
+            .enumerate()
+            .map(|(n, w)| entry_from_wire(id(n as u64 + 1), w).unwrap())
+            .collect();
+        for e in &entries {
+            remote.handle_remote_entry(e);
+            remote.handle_remote_entry(e); // read twice: ignored
+        }
+        let wires = wires();
+        for (n, wire) in wires.iter().enumerate() {
+            assert_eq!(remote.log().get(n as u64 + 1), Some(&wire[..]));
+        }
+        assert_eq!(remote.log().last_visible(), 3);
+        assert!(remote.log().is_complete());
+        let status = remote.status();
+        assert_eq!(status.state, "exited");
+        assert_eq!(status.pid, Some(42));
+        assert_eq!(status.argv, ["make", "-j2"]);
+        assert_eq!(status.stdout_bytes, 19);
+        // A stop request on a remote job is its owner's business.
+        remote.handle_stop(crate::event::EndReason::Stopped, t0());
+        let actions: Vec<_> = std::iter::from_fn(|| remote.poll_action()).collect();
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, crate::job::Action::Signal(_))),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_trimmed_remote_stream_becomes_a_gap_and_server_lost_ends_it() {
+        let job = JobId::from_random([8; 16]);
+        let mut rec = remote_record();
+        rec.start = r#"{"command":"build","argv":["x"],"pid":7,"started_at":"t"}"#.into();
+        let mut remote = remote_job(job, &rec, 1 << 20);
+        assert_eq!(remote.log().last_visible(), 1);
+        // Entries 2..=9 were trimmed: the reader's first entry is 10.
+        remote.handle_remote_entry(&StreamEntry {
+            id: id(10),
+            kind: "stdout".into(),
+            data: r#"{"text":"late"}"#.into(),
+        });
+        assert_eq!(remote.log().window_first(), 10);
+        assert!(remote.log().get(1).is_some(), "start stays pinned");
+        let params = crate::subscriber::SubscribeParams {
+            last_event_id: None,
+            tail: None,
+            heartbeat_event: None,
+        };
+        let settings = crate::subscriber::StreamSettings {
+            retry_ms: 1000,
+            heartbeat: Duration::from_secs(15),
+            heartbeat_event: false,
+        };
+        let mut sub =
+            crate::subscriber::Subscriber::open(remote.log(), &params, &settings, 0, t0()).unwrap();
+        let lost = match end_lost_job(
+            Some(&StreamEntry {
+                id: id(10),
+                kind: "stdout".into(),
+                data: "{}".into(),
+            }),
+            &rec,
+            4_000,
+        ) {
+            EndAttempt::Append(e) => e,
+            EndAttempt::Done => panic!("not ended yet"),
+        };
+        remote.handle_remote_entry(&lost);
+        assert_eq!(remote.status().state, "lost");
+        assert_eq!(
+            remote.status().exit.unwrap().reason.as_deref(),
+            Some(SERVER_LOST)
+        );
+        let mut out = Vec::new();
+        let mut n = 0;
+        while !matches!(
+            sub.poll_transmit(remote.log(), t0(), &mut out),
+            crate::subscriber::Next::End
+        ) {
+            n += 1;
+            assert!(n < 10);
+        }
+        let text = String::from_utf8_lossy(&out);
+        let gap = text.find("event: gap").expect(&text);
+        assert!(text[gap..].contains(r#""from":2,"to":9"#), "{text}");
+        assert!(text.find("id: 10").unwrap() > gap, "{text}");
+        assert!(text.contains("server_lost"), "{text}");
+    }
+
+    #[test]
+    fn server_lost_is_an_end_reason() {
+        use crate::event::EndReason;
+        assert_eq!(EndReason::ServerLost.as_str(), SERVER_LOST);
+        assert_eq!(
+            EndReason::from_name(SERVER_LOST),
+            Some(EndReason::ServerLost)
+        );
+    }
+
+    #[test]
+    fn the_index_lists_running_and_ended_jobs() {
+        let job = JobId::from_random([9; 16]);
+        let mut rec = remote_record();
+        rec.last_id = 4;
+        let running = remote_status(job, &rec, None);
+        assert_eq!(running.state, "running");
+        assert_eq!(running.last_event_id, 4);
+        assert_eq!(running.stdout_bytes, 5);
+        let exit = match end_lost_job(None, &rec, 3_000) {
+            EndAttempt::Append(e) => e,
+            EndAttempt::Done => panic!(),
+        };
+        let ended = remote_status(job, &rec, Some(&exit));
+        assert_eq!(ended.state, "lost");
+        assert_eq!(ended.exit.unwrap().duration_ms, 2_000);
     }
 }

@@ -122,10 +122,20 @@ pub struct Config {
     /// 100000); older ones are trimmed, and a server that cannot serve them sends a
     /// `gap` (the owner's archive keeps them).
     pub redis_max_events: u64,
+    /// The owner's lease on each of its jobs in Redis (`redis_lease_ttl_ms`,
+    /// default 10000): a job whose owner stops renewing is ended (`server_lost`) by
+    /// another server about this long after. Short values suit tests.
+    pub redis_lease_ttl_ms: u64,
 }
 
 /// The most `redis_max_events` accepted (a billion events).
 pub const MAX_REDIS_EVENTS: u64 = 1_000_000_000;
+/// `redis_lease_ttl_ms` when the config sets none (`cluster::DEFAULT_LEASE_TTL`).
+pub const DEFAULT_LEASE_TTL_MS: u64 = 10_000;
+/// The shortest lease accepted: renewals every third of it must fit round trips.
+pub const MIN_LEASE_TTL_MS: u64 = 300;
+/// The longest lease accepted (an hour).
+pub const MAX_LEASE_TTL_MS: u64 = 3_600_000;
 
 /// One declared command: a process template.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -388,6 +398,7 @@ impl Config {
             link_key: None,
             redis: None,
             redis_max_events: DEFAULT_STREAM_MAX_EVENTS,
+            redis_lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
         }
     }
 
@@ -445,16 +456,6 @@ impl Config {
         config.apply(options);
         config.validate()?;
         config.check_listen(options.insecure_no_auth)?;
-        if config.redis.is_some() {
-            // Parsed and checked, but no server uses it yet (docs/cluster.md, "What
-            // is left"): refusing beats a cluster that silently is not one. The
-            // wiring session removes this check.
-            return Err(ConfigError::new(
-                "redis",
-                "cluster mode is not available in this build yet (see docs/cluster.md); \
-                 remove \"redis\" and --redis",
-            ));
-        }
         Ok(config)
     }
 
@@ -537,6 +538,12 @@ impl Config {
             return Err(ConfigError::new(
                 "redis_max_events",
                 format!("must be 1..={MAX_REDIS_EVENTS}"),
+            ));
+        }
+        if !(MIN_LEASE_TTL_MS..=MAX_LEASE_TTL_MS).contains(&self.redis_lease_ttl_ms) {
+            return Err(ConfigError::new(
+                "redis_lease_ttl_ms",
+                format!("must be {MIN_LEASE_TTL_MS}..={MAX_LEASE_TTL_MS}"),
             ));
         }
         validate_origins(&self.cors.allow_origins)?;
@@ -1106,6 +1113,7 @@ struct RawConfig {
     link_key: Option<String>,
     redis: Option<String>,
     redis_max_events: Option<u64>,
+    redis_lease_ttl_ms: Option<u64>,
 }
 
 fn default_fsync() -> bool {
@@ -1265,14 +1273,8 @@ impl RawConfig {
                 Some(RedisUrl::parse(text).map_err(|e| ConfigError::new("redis", e.to_string()))?)
             }
         };
-        if redis.is_none() && self.redis_max_events.is_some() {
-            // A cap nobody uses is a mistake (a forgotten "redis"), not something
-            // to ignore silently.
-            return Err(ConfigError::new(
-                "redis_max_events",
-                "is set but \"redis\" is not; add \"redis\": \"redis://HOST:PORT\" or leave it out",
-            ));
-        }
+        // `redis_max_events` and `redis_lease_ttl_ms` without `redis` are not
+        // refused here: `--redis URL` on the command line may supply it.
         let Obj(l) = self.limits;
         let Obj(s) = self.sse;
         Ok(Config {
@@ -1304,6 +1306,7 @@ impl RawConfig {
             link_key: self.link_key,
             redis,
             redis_max_events: self.redis_max_events.unwrap_or(DEFAULT_STREAM_MAX_EVENTS),
+            redis_lease_ttl_ms: self.redis_lease_ttl_ms.unwrap_or(DEFAULT_LEASE_TTL_MS),
         })
     }
 }
@@ -2131,11 +2134,6 @@ mod tests {
             (r#""redis": "redis://x:0""#, "redis", "1..=65535"),
             (r#""redis": 6379"#, "redis", "expected a string"),
             (
-                r#""redis_max_events": 5"#,
-                "redis_max_events",
-                "\"redis\" is not",
-            ),
-            (
                 r#""redis": "redis://x", "redis_max_events": 0"#,
                 "redis_max_events",
                 "1..=",
@@ -2167,10 +2165,34 @@ mod tests {
         flags.redis = Some(RedisUrl::parse("redis://b:1").unwrap());
         config.apply(&flags);
         assert_eq!(config.redis.unwrap().to_string(), "redis://b:1/0");
-        // Not wired into the servers yet: load refuses rather than ignore it.
-        let err = Config::load(&flags, None, "/bin/spout").unwrap_err();
-        assert_eq!(err.path, "redis");
-        assert!(err.message.contains("docs/cluster.md"), "{err}");
+        // Wired into both servers: load accepts it.
+        let config = Config::load(&flags, None, "/bin/spout").unwrap();
+        assert_eq!(config.redis.unwrap().to_string(), "redis://b:1/0");
+        assert_eq!(config.redis_lease_ttl_ms, DEFAULT_LEASE_TTL_MS);
+    }
+
+    #[test]
+    fn redis_lease_ttl() {
+        let config = parse(&with_top(
+            r#""redis": "redis://x", "redis_lease_ttl_ms": 1500"#,
+        ))
+        .unwrap();
+        assert_eq!(config.redis_lease_ttl_ms, 1500);
+        let cases = [
+            (
+                r#""redis": "redis://x", "redis_lease_ttl_ms": 299"#,
+                "300..=",
+            ),
+            (
+                r#""redis": "redis://x", "redis_lease_ttl_ms": 3600001"#,
+                "300..=",
+            ),
+        ];
+        for (top, fragment) in cases {
+            let err = parse(&with_top(top)).expect_err(top);
+            assert_eq!(err.path, "redis_lease_ttl_ms", "{top}: {err}");
+            assert!(err.message.contains(fragment), "{top}: {err}");
+        }
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub enum EndReason {
     ServerRestart,
     /// The archive could not be written (disk full, read-only, I/O error).
     ArchiveError,
+    /// Its owner stopped renewing its lease in Redis (killed, or cut off), and
+    /// another server of the cluster ended it (docs/cluster.md).
+    ServerLost,
 }
 
 impl EndReason {
@@ -70,6 +73,7 @@ impl EndReason {
             EndReason::ServerShutdown => "server_shutdown",
             EndReason::ServerRestart => "server_restart",
             EndReason::ArchiveError => "archive_error",
+            EndReason::ServerLost => "server_lost",
         }
     }
 
@@ -84,6 +88,7 @@ impl EndReason {
             EndReason::ServerShutdown,
             EndReason::ServerRestart,
             EndReason::ArchiveError,
+            EndReason::ServerLost,
         ]
         .into_iter()
         .find(|r| r.as_str() == name)

@@ -97,7 +97,7 @@ impl State {
             Some(EndReason::OutputLimit) => State::OutputLimit,
             Some(EndReason::Unwatched) => State::Unwatched,
             Some(EndReason::ServerShutdown) => State::Shutdown,
-            Some(EndReason::ServerRestart) => State::Lost,
+            Some(EndReason::ServerRestart | EndReason::ServerLost) => State::Lost,
             Some(EndReason::ArchiveError) => State::ArchiveError,
         }
     }
@@ -344,6 +344,9 @@ pub struct Job {
     watchers: usize,
     actions: VecDeque<Action>,
     finish_queued: bool,
+    /// Another server of the cluster owns it: its log is fed from Redis
+    /// ([`Job::handle_remote_entry`]), it has no process here.
+    remote: bool,
 }
 
 impl Job {
@@ -391,6 +394,85 @@ impl Job {
                 VecDeque::new()
             },
             finish_queued: false,
+            remote: false,
+        }
+    }
+
+    /// A job another server of the cluster owns (docs/cluster.md), known here from
+    /// its record in Redis: `Running` until its `exit` entry arrives, memory-only,
+    /// no process and no deadlines. Its log is fed by [`Job::handle_remote_entry`]
+    /// with the owner's ids, so every server serves the same ids.
+    #[must_use]
+    pub fn remote(id: JobId, command: String, started_ms: u64, window_bytes: usize) -> Job {
+        let settings = JobSettings {
+            persistence: Persistence::Memory,
+            window_bytes,
+            ..JobSettings::default()
+        };
+        let mut job = Job::new(id, command, Vec::new(), settings, UNIX_EPOCH);
+        job.created_ms = started_ms;
+        job.started_ms = Some(started_ms);
+        job.state = State::Running;
+        job.eof = [true; 2];
+        job.remote = true;
+        job
+    }
+
+    /// Whether another server owns the job ([`Job::remote`]).
+    #[must_use]
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// An entry of a remote job's stream, read from Redis: appended at its own id.
+    /// An id already held is ignored (a reader that read twice); an id past the next
+    /// one leaves the ids between out of the window, so subscribers get a `gap`
+    /// (the stream was trimmed by its cap). The `start` entry gives the argv and
+    /// pid; the `exit` entry ends the job in the state its reason names.
+    pub fn handle_remote_entry(&mut self, entry: &crate::cluster::StreamEntry) {
+        if !self.remote || self.state.is_final() || entry.id < self.log.next_id() {
+            return;
+        }
+        let kind = match entry.kind.as_str() {
+            "stdout" | "stderr" => {
+                let text = serde_json::from_str::<RemoteText>(&entry.data)
+                    .map_or(0, |t| t.text.len() as u64);
+                let stream = if entry.kind == "stdout" {
+                    Stream::Stdout
+                } else {
+                    Stream::Stderr
+                };
+                self.log.count_bytes(stream, text);
+                Kind::Output
+            }
+            "exit" => Kind::Exit,
+            "start" => {
+                if let Ok(start) = serde_json::from_str::<RemoteStart>(&entry.data) {
+                    self.argv = start.argv;
+                    self.pid = start.pid;
+                }
+                Kind::Other
+            }
+            _ => Kind::Other,
+        };
+        self.log.append_at(entry.id, kind, |_, buf| {
+            crate::cluster::encode_entry(entry, buf);
+        });
+        if kind == Kind::Exit {
+            let exit: Option<RemoteExit> = serde_json::from_str(&entry.data).ok();
+            let exit = exit.unwrap_or_default();
+            let (so, se) = self.log.byte_counts();
+            self.log
+                .count_bytes(Stream::Stdout, exit.stdout_bytes.saturating_sub(so));
+            self.log
+                .count_bytes(Stream::Stderr, exit.stderr_bytes.saturating_sub(se));
+            self.state = State::for_reason(exit.reason.as_deref().and_then(EndReason::from_name));
+            self.exit = Some(ExitSummary {
+                code: exit.code,
+                signal: exit.signal,
+                reason: exit.reason,
+                duration_ms: exit.duration_ms,
+            });
         }
     }
 
@@ -605,6 +687,10 @@ impl Job {
     /// Ask the job to stop for `reason` (`DELETE`, shutdown, or a limit): SIGTERM
     /// to the group now, SIGKILL after the grace.
     pub fn handle_stop(&mut self, reason: EndReason, now: Instant) {
+        if self.remote {
+            // Its owner stops it (the runtime forwards the request there).
+            return;
+        }
         match self.state {
             State::Starting => self.stop_reason = Some(reason),
             State::Running => {
@@ -952,6 +1038,34 @@ fn wire_kind(wire: &[u8]) -> WireKind {
         "exit" => WireKind::Exit,
         _ => WireKind::Other,
     }
+}
+
+/// The part of a remote `stdout`/`stderr` entry's data a job counts.
+#[derive(Deserialize)]
+struct RemoteText {
+    text: String,
+}
+
+/// The part of a remote `start` entry's data a job keeps.
+#[derive(Deserialize)]
+struct RemoteStart {
+    #[serde(default)]
+    argv: Vec<String>,
+    pid: Option<u32>,
+}
+
+/// A remote `exit` entry's data.
+#[derive(Deserialize, Default)]
+struct RemoteExit {
+    code: Option<i32>,
+    signal: Option<String>,
+    #[serde(default)]
+    duration_ms: u64,
+    #[serde(default)]
+    stdout_bytes: u64,
+    #[serde(default)]
+    stderr_bytes: u64,
+    reason: Option<String>,
 }
 
 fn exit_summary(wire: &[u8]) -> Option<ExitSummary> {

@@ -259,6 +259,31 @@ impl Log {
         id
     }
 
+    /// Appends an event at a given id (a remote job's, read from Redis): `None`
+    /// for an id already held. Ids between the next one and `id` are not held: the
+    /// window restarts at `id`, so subscribers that need them get a `gap`. Meant
+    /// for [`Persistence::Memory`] logs, where nothing waits to be archived.
+    pub fn append_at(
+        &mut self,
+        id: EventId,
+        kind: Kind,
+        encode: impl FnOnce(EventId, &mut Vec<u8>),
+    ) -> Option<EventId> {
+        if id.get() < self.next {
+            return None;
+        }
+        if id.get() > self.next {
+            self.entries.clear();
+            self.window_bytes = 0;
+            self.first = id.get();
+            self.next = id.get();
+            if self.persistence == Persistence::Memory {
+                self.visible = id.get() - 1;
+            }
+        }
+        Some(self.append(kind, encode))
+    }
+
     /// Adds the next event's bytes to the window and its bookkeeping (ids, the
     /// archive offset index, the pinned `start`).
     fn push(&mut self, wire: Arc<[u8]>, kind: Kind) {

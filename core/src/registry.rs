@@ -284,6 +284,12 @@ pub struct Registry<C: JobCell = RefCell<Job>> {
     reported: HashMap<JobId, ChangeKind>,
     /// The server is shutting down: list streams end once they are caught up.
     closing: bool,
+    /// Cluster mode: why Redis is unreachable, while it is (`/healthz` and
+    /// `POST /jobs` answer `503`).
+    redis_down: Option<String>,
+    /// Cluster mode: the other servers' jobs from the index, as last read
+    /// ([`Registry::handle_remote_index`]), merged into `GET /jobs`.
+    remote_index: Vec<crate::job::Status>,
 }
 
 /// Why a registry could not be built from a config.
@@ -346,6 +352,8 @@ impl<C: JobCell> Registry<C> {
             feed: Feed::new(),
             reported: HashMap::new(),
             closing: false,
+            redis_down: None,
+            remote_index: Vec::new(),
         })
     }
 
@@ -442,8 +450,78 @@ impl<C: JobCell> Registry<C> {
     fn running(&self) -> usize {
         self.jobs
             .values()
-            .filter(|c| !c.with(|j| j.state().is_final()))
+            .filter(|c| c.with(|j| !j.state().is_final() && !j.is_remote()))
             .count()
+    }
+
+    /// The job a request names that this registry does not hold, if any: in
+    /// cluster mode the runtime looks it up in Redis ([`Registry::insert_remote`])
+    /// before it calls [`Registry::handle`].
+    #[must_use]
+    pub fn unknown_job(&self, route: Route) -> Option<JobId> {
+        match route {
+            Route::JobStatus(id)
+            | Route::JobEvents(id)
+            | Route::JobLog(id)
+            | Route::StopJob(id)
+            | Route::CreateLink(id) => (!self.jobs.contains_key(&id)).then_some(id),
+            _ => None,
+        }
+    }
+
+    /// Whether job `id` is one another server owns ([`Job::remote`]).
+    #[must_use]
+    pub fn is_remote(&self, id: JobId) -> bool {
+        self.with_job(id, |j| j.is_remote()).unwrap_or(false)
+    }
+
+    /// Cluster mode: whether Redis is reachable (`None`) or why not. While it is
+    /// not, `/healthz` answers `503` with the reason and `POST /jobs` answers
+    /// `503` with `Retry-After`.
+    pub fn handle_redis_state(&mut self, down: Option<String>) {
+        self.redis_down = down;
+    }
+
+    /// Cluster mode: the jobs of the shared index (`spout:jobs`) as just read,
+    /// newest first; `GET /jobs` lists those this registry does not hold after
+    /// its own.
+    ///
+    /// A job of the index this registry does not hold also enters the job list's
+    /// change log when it first appears (`created`, then `running` or `exited`)
+    /// and when it ends, so `GET /jobs` event streams see other servers' jobs.
+    pub fn handle_remote_index(&mut self, statuses: Vec<crate::job::Status>) {
+        for status in &statuses {
+            let Some(id) = JobId::parse(&status.id) else {
+                continue;
+            };
+            if self.jobs.contains_key(&id) {
+                continue;
+            }
+            let kind = if status.exit.is_some() {
+                ChangeKind::Exited
+            } else {
+                ChangeKind::Running
+            };
+            let seen = self.reported.get(&id).copied();
+            if seen == Some(kind) || seen == Some(ChangeKind::Exited) {
+                continue;
+            }
+            if seen.is_none() {
+                self.feed
+                    .record(ChangeKind::Created, id.to_string(), Some(status.clone()));
+            }
+            self.reported.insert(id, kind);
+            self.feed.record(kind, id.to_string(), Some(status.clone()));
+        }
+        self.remote_index = statuses;
+    }
+
+    /// Adds a job another server owns, found in Redis ([`Job::remote`]).
+    pub fn insert_remote(&mut self, job: Job, inputs: Inputs) {
+        if self.jobs.contains_key(&job.id()) {
+            return;
+        }
+        self.insert(job, inputs);
     }
 
     // ---- requests ----
@@ -545,11 +623,15 @@ impl<C: JobCell> Registry<C> {
         }
         match admitted.route {
             Route::Index => Ok(Reply::Full(Response::html(VIEWER_HTML))),
-            Route::Healthz => Ok(Reply::Full(Response::text(
-                200,
-                "text/plain; charset=utf-8",
-                "ok\n",
-            ))),
+            Route::Healthz => Ok(Reply::Full(match &self.redis_down {
+                None => Response::text(200, "text/plain; charset=utf-8", "ok\n"),
+                Some(reason) => Response::text(
+                    503,
+                    "text/plain; charset=utf-8",
+                    format!("redis unreachable: {reason}\n"),
+                )
+                .with_header("Retry-After", RETRY_AFTER_S.to_string()),
+            })),
             Route::Metrics => Ok(Reply::Full(Response::text(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -754,11 +836,26 @@ impl<C: JobCell> Registry<C> {
 
     /// Every job's status, newest first (`GET /jobs`, and a list stream's snapshot).
     fn list(&self) -> Vec<crate::job::Status> {
-        self.order
+        let mut list: Vec<crate::job::Status> = self
+            .order
             .iter()
             .rev()
             .filter_map(|id| self.jobs.get(id).map(|c| c.with(|j| j.status())))
-            .collect()
+            .collect();
+        if !self.remote_index.is_empty() {
+            let held: std::collections::HashSet<&str> =
+                list.iter().map(|s| s.id.as_str()).collect();
+            let others: Vec<crate::job::Status> = self
+                .remote_index
+                .iter()
+                .filter(|s| !held.contains(s.id.as_str()))
+                .cloned()
+                .collect();
+            list.extend(others);
+            // Newest first across servers (a stable sort keeps ties in order).
+            list.sort_by_key(|s| std::cmp::Reverse(s.created_ms));
+        }
+        list
     }
 
     // ---- the live job list ----
@@ -816,7 +913,16 @@ impl<C: JobCell> Registry<C> {
     }
 
     fn get(&self, id: JobId) -> Result<Arc<C>, ApiError> {
-        self.cell(id).ok_or_else(no_such_job)
+        self.cell(id).ok_or_else(|| match &self.redis_down {
+            // Cluster mode: another server may own it, and Redis cannot say.
+            Some(reason) => ApiError::Unavailable {
+                message: format!(
+                    "job {id} is not on this server and redis is unreachable ({reason}): retry later"
+                ),
+                retry_after: RETRY_AFTER_S,
+            },
+            None => no_such_job(),
+        })
     }
 
     fn create_job(
@@ -835,6 +941,13 @@ impl<C: JobCell> Registry<C> {
         let argv = command
             .build_argv(&request.args)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if let Some(reason) = &self.redis_down {
+            // The job's lease and record must be in Redis before its 201.
+            return Err(ApiError::Unavailable {
+                message: format!("redis is unreachable ({reason}): retry later"),
+                retry_after: RETRY_AFTER_S,
+            });
+        }
         let running = self.running();
         if running >= self.config.limits.max_running_jobs {
             return Err(ApiError::TooManyRequests {
@@ -917,7 +1030,8 @@ impl<C: JobCell> Registry<C> {
         let mut woken = Vec::new();
         for (id, cell) in &self.jobs {
             let stopped = cell.with(|job| {
-                let running = !job.state().is_final();
+                // Another server's job goes on without us.
+                let running = !job.state().is_final() && !job.is_remote();
                 if running {
                     job.handle_stop(EndReason::ServerShutdown, now);
                 }
@@ -1225,5 +1339,117 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(reg.admit(&req, 0), http::Admission::Handle(_)));
+    }
+
+    fn ask(reg: &mut Registry, method: &str, target: &str, body: &[u8]) -> Reply {
+        let length = body.len().to_string();
+        let headers: &[(&str, &[u8])] = &[
+            ("Host", b"127.0.0.1:8080"),
+            ("Content-Type", b"application/json"),
+            ("Content-Length", length.as_bytes()),
+        ];
+        let req = Request {
+            method,
+            target,
+            headers,
+        };
+        let admitted = match reg.admit(&req, 1) {
+            http::Admission::Handle(a) => a,
+            http::Admission::Respond(r) => return Reply::Full(r),
+        };
+        #[allow(clippy::disallowed_methods)] // a test's one clock read
+        let now = Instant::now();
+        let inputs = Inputs {
+            now,
+            wall: crate::fuzzing::wall0(),
+            random: [3; 16],
+        };
+        reg.handle(&req, admitted, body, inputs)
+    }
+
+    #[test]
+    fn redis_down_is_503_on_healthz_and_post_jobs() {
+        let config = crate::config::parse(r#"{"commands": {"b": {"argv": ["true"]}}}"#).unwrap();
+        let mut reg: Registry = Registry::new(config).unwrap();
+        reg.handle_redis_state(Some("connection refused".into()));
+        let Reply::Full(r) = ask(&mut reg, "GET", "/healthz", b"") else {
+            panic!()
+        };
+        assert_eq!(r.head.status, 503);
+        assert!(String::from_utf8_lossy(&r.body).contains("connection refused"));
+        let Reply::Full(r) = ask(&mut reg, "POST", "/jobs", br#"{"command":"b"}"#) else {
+            panic!()
+        };
+        assert_eq!(r.head.status, 503);
+        assert_eq!(r.head.get("retry-after"), Some("5"));
+        // A job it does not hold may be another server's: Redis cannot say.
+        let other = JobId::from_random([6; 16]);
+        assert_eq!(
+            ask(&mut reg, "GET", &format!("/jobs/{other}"), b"").status(),
+            503
+        );
+        reg.handle_redis_state(None);
+        assert_eq!(
+            ask(&mut reg, "GET", &format!("/jobs/{other}"), b"").status(),
+            404
+        );
+        assert_eq!(ask(&mut reg, "GET", "/healthz", b"").status(), 200);
+        assert_eq!(
+            ask(&mut reg, "POST", "/jobs", br#"{"command":"b"}"#).status(),
+            201
+        );
+    }
+
+    #[test]
+    fn remote_jobs_are_listed_found_and_not_stopped_at_shutdown() {
+        let config = crate::config::parse(r#"{"commands": {"b": {"argv": ["true"]}}}"#).unwrap();
+        let mut reg: Registry = Registry::new(config).unwrap();
+        let other = JobId::from_random([5; 16]);
+        let record = crate::cluster::JobRecord {
+            owner: "x".into(),
+            command: "b".into(),
+            started_at_ms: u64::MAX / 2,
+            start: String::new(),
+            last_id: 3,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        };
+        reg.handle_remote_index(vec![crate::cluster::remote_status(other, &record, None)]);
+        let Reply::Full(r) = ask(&mut reg, "GET", "/jobs", b"") else {
+            panic!()
+        };
+        let list: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(list[0]["id"], other.to_string());
+        // The job list's change log has it once, and again when it ends.
+        let version = reg.list_version();
+        reg.handle_remote_index(vec![crate::cluster::remote_status(other, &record, None)]);
+        assert_eq!(reg.list_version(), version, "nothing new");
+        let exit = match crate::cluster::end_lost_job(None, &record, u64::MAX / 2 + 5) {
+            crate::cluster::EndAttempt::Append(e) => e,
+            crate::cluster::EndAttempt::Done => panic!(),
+        };
+        reg.handle_remote_index(vec![crate::cluster::remote_status(
+            other,
+            &record,
+            Some(&exit),
+        )]);
+        assert!(reg.list_version() > version, "its end is a change");
+        let route = Route::JobStatus(other);
+        assert_eq!(reg.unknown_job(route), Some(other));
+        #[allow(clippy::disallowed_methods)] // a test's one clock read
+        let inputs = Inputs {
+            now: Instant::now(),
+            wall: crate::fuzzing::wall0(),
+            random: [4; 16],
+        };
+        reg.insert_remote(crate::cluster::remote_job(other, &record, 1024), inputs);
+        assert_eq!(reg.unknown_job(route), None);
+        assert!(reg.is_remote(other));
+        assert_eq!(reg.running_jobs(), 0, "another server's job is not ours");
+        assert_eq!(
+            ask(&mut reg, "GET", &format!("/jobs/{other}"), b"").status(),
+            200
+        );
+        assert!(reg.shutdown(inputs.now).is_empty());
     }
 }

@@ -10,8 +10,11 @@ use crate::{clock, stream};
 use anyhow::Context as _;
 use rustix::event::{PollFd, PollFlags};
 use spout_core::cli::ServeOptions;
-use spout_core::http::{self, Admission, ApiError, ConnLimits, Event, ServerConn, StreamFraming};
+use spout_core::http::{
+    self, Admission, ApiError, ConnLimits, Event, Route, ServerConn, StreamFraming,
+};
 use spout_core::registry::{Inputs, Reply};
+use spout_sys::cluster::Cluster;
 use spout_sys::driver::{log, Shared};
 use spout_sys::startup::{self, Started};
 use std::io::{self, Write as _};
@@ -70,6 +73,8 @@ fn inputs() -> Inputs {
 struct State {
     shared: Arc<Shared>,
     drivers: Arc<Drivers>,
+    /// Cluster mode (`--redis`): the Redis side of this server's jobs.
+    cluster: Option<Arc<Cluster>>,
     gate: Gate,
     /// Set by the signal thread: stop accepting and shut down.
     stopping: AtomicBool,
@@ -89,9 +94,15 @@ fn serve(started: Started) -> anyhow::Result<()> {
         .saturating_add(EXTRA_CONNECTIONS);
     let listener = startup::bind(listen)?;
     let addr = listener.local_addr()?;
+    let drivers = Arc::new(Drivers::default());
+    let cluster = Cluster::start(&shared, {
+        let drivers = drivers.clone();
+        Box::new(move |id| drivers.wake(id))
+    })?;
     let state = Arc::new(State {
         shared,
-        drivers: Arc::new(Drivers::default()),
+        drivers,
+        cluster,
         gate: Gate::new(connections),
         stopping: AtomicBool::new(false),
     });
@@ -223,6 +234,10 @@ fn shutdown(state: &State) {
     while shared.lock().running_jobs() > 0 && clock::now() < bound {
         thread::sleep(Duration::from_millis(20));
     }
+    if let Some(cluster) = &state.cluster {
+        // The jobs' exits into Redis, so other servers see how they ended.
+        cluster.finish_pushes(Duration::from_secs(5));
+    }
     let deadline = clock::now() + Duration::from_secs(2);
     while shared.lock().subscribers() > 0 && clock::now() < deadline {
         thread::sleep(Duration::from_millis(20));
@@ -276,6 +291,16 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
         let fields = head.fields();
         let req = head.request(&fields);
         let version = head.version;
+        if let Some(cluster) = &state.cluster {
+            // Another server's job, or the list of every server's: from Redis.
+            let unknown = shared.lock().unknown_job(admitted.route);
+            if let Some(id) = unknown {
+                let _ = cluster.follow(id);
+            }
+            if matches!(admitted.route, Route::ListJobs) {
+                cluster.refresh_index();
+            }
+        }
         let reply = shared.lock().handle(&req, admitted, &body, inputs());
         let status = reply.status();
         log(&http::request_log_line(
@@ -291,12 +316,24 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
                 job,
                 plan,
             } => {
+                if let Some(cluster) = &state.cluster {
+                    // Lease, record and index before the 201.
+                    cluster.own(job);
+                }
                 job::start(shared.clone(), state.drivers.clone(), job, plan);
                 response
             }
             Reply::Stopping { response, job } => {
-                shared.notify(job);
-                state.drivers.wake(job);
+                let remote = shared.lock().is_remote(job);
+                match &state.cluster {
+                    Some(cluster) if remote => {
+                        let _ = cluster.forward_stop(job);
+                    }
+                    _ => {
+                        shared.notify(job);
+                        state.drivers.wake(job);
+                    }
+                }
                 response
             }
             Reply::Stream {

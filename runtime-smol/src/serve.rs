@@ -9,8 +9,9 @@ use futures_lite::{future, StreamExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::Timer;
 use spout_core::cli::ServeOptions;
-use spout_core::http::{self, Admission, ConnLimits, Event, ServerConn, StreamFraming};
+use spout_core::http::{self, Admission, ConnLimits, Event, Route, ServerConn, StreamFraming};
 use spout_core::registry::{Inputs, Reply};
+use spout_sys::cluster::Cluster;
 use spout_sys::driver::{log, Shared};
 use spout_sys::startup::{self, Started};
 use std::process::ExitCode;
@@ -54,6 +55,10 @@ fn serve(started: Started) -> anyhow::Result<()> {
         summary,
     } = started;
     use_every_core();
+    // The cluster's threads are plain threads with redis-rs's blocking client, as
+    // in spout-blocking (docs/cluster.md); a job's driver here wakes on the job's
+    // own notifier, so a stop request needs no other wake-up.
+    let cluster = Cluster::start(&shared, Box::new(|_| {}))?;
     smol::block_on(async {
         let listener = TcpListener::try_from(startup::bind(listen)?)
             .context("cannot set up the listening socket")?;
@@ -71,7 +76,7 @@ fn serve(started: Started) -> anyhow::Result<()> {
             };
             match future::or(accept, signal).await {
                 Some(Ok((stream, _))) => {
-                    smol::spawn(connection(shared.clone(), stream)).detach();
+                    smol::spawn(connection(shared.clone(), cluster.clone(), stream)).detach();
                 }
                 Some(Err(e)) => {
                     // Out of descriptors (EMFILE) and the like: wait instead of
@@ -83,14 +88,14 @@ fn serve(started: Started) -> anyhow::Result<()> {
             }
         }
         drop(listener);
-        shutdown(&shared).await;
+        shutdown(&shared, cluster.as_ref()).await;
         anyhow::Ok(())
     })
 }
 
 /// Stops every running job (SIGTERM to its group, SIGKILL after the grace), waits
 /// for their `exit` to be archived, and gives open streams a moment to send it.
-async fn shutdown(shared: &Shared) {
+async fn shutdown(shared: &Shared, cluster: Option<&Arc<Cluster>>) {
     let woken = shared.lock().shutdown(clock::now());
     log(&format!(
         "shutting down: stopping {} running jobs",
@@ -103,6 +108,11 @@ async fn shutdown(shared: &Shared) {
     while shared.lock().running_jobs() > 0 && clock::now() < bound {
         Timer::after(Duration::from_millis(20)).await;
     }
+    if let Some(cluster) = cluster {
+        // The jobs' exits into Redis, so other servers see how they ended.
+        let cluster = cluster.clone();
+        smol::unblock(move || cluster.finish_pushes(Duration::from_secs(5))).await;
+    }
     let deadline = clock::now() + Duration::from_secs(2);
     while shared.lock().subscribers() > 0 && clock::now() < deadline {
         Timer::after(Duration::from_millis(20)).await;
@@ -113,7 +123,7 @@ async fn shutdown(shared: &Shared) {
 /// One connection: requests in, the core's answers out, until either side closes.
 /// The core's [`ServerConn`] reads the requests; this loop asks the registry and
 /// passes its answers back.
-async fn connection(shared: Arc<Shared>, stream: TcpStream) {
+async fn connection(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
@@ -156,6 +166,24 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                 None => return,
             },
         };
+        if let Some(cluster) = &cluster {
+            // Another server's job, or the list of every server's: from Redis, on
+            // the blocking pool.
+            let unknown = shared.lock().unknown_job(admitted.route);
+            let list = matches!(admitted.route, Route::ListJobs);
+            if unknown.is_some() || list {
+                let cluster = cluster.clone();
+                smol::unblock(move || {
+                    if let Some(id) = unknown {
+                        let _ = cluster.follow(id);
+                    }
+                    if list {
+                        cluster.refresh_index();
+                    }
+                })
+                .await;
+            }
+        }
         let fields = head.fields();
         let req = head.request(&fields);
         let version = head.version;
@@ -174,12 +202,24 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                 job,
                 plan,
             } => {
+                if let Some(cluster) = &cluster {
+                    // Lease, record and index before the 201.
+                    let cluster = cluster.clone();
+                    smol::unblock(move || cluster.own(job)).await;
+                }
                 // The job's record is written before its 201 leaves.
                 job::start(shared.clone(), job, plan).await;
                 response
             }
             Reply::Stopping { response, job } => {
-                shared.notify(job);
+                let remote = shared.lock().is_remote(job);
+                match &cluster {
+                    Some(cluster) if remote => {
+                        let cluster = cluster.clone();
+                        let _ = smol::unblock(move || cluster.forward_stop(job)).await;
+                    }
+                    _ => shared.notify(job),
+                }
                 response
             }
             Reply::Stream {

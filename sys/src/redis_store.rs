@@ -379,6 +379,136 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// A finished job's keys (stream, record, lease) expire after `retention`, in
+    /// one round trip.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn expire_job(&mut self, keys: &JobKeys, retention: Duration) -> Result<(), StoreError> {
+        let ms = millis(retention);
+        redis::pipe()
+            .pexpire(&keys.events, i64::try_from(ms).unwrap_or(i64::MAX))
+            .ignore()
+            .pexpire(&keys.record, i64::try_from(ms).unwrap_or(i64::MAX))
+            .ignore()
+            .query::<()>(&mut self.con)?;
+        Ok(())
+    }
+
+    /// One round trip that proves the connection works (`PING`).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        redis::cmd("PING").query::<String>(&mut self.con)?;
+        Ok(())
+    }
+
+    /// Asks server `owner` to stop job `job`: one entry on the owner's control
+    /// stream ([`cluster::ctl_key`]), capped at about [`cluster::CTL_MAX_LEN`].
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn send_stop(&mut self, owner: &str, job: &JobId) -> Result<(), StoreError> {
+        redis::cmd("XADD")
+            .arg(cluster::ctl_key(owner))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(cluster::CTL_MAX_LEN)
+            .arg("*")
+            .arg(cluster::CTL_STOP_FIELD)
+            .arg(job.to_string())
+            .query::<String>(&mut self.con)?;
+        Ok(())
+    }
+
+    /// Stop requests on `server`'s control stream after entry `after`, waiting up
+    /// to `block` for the first: `(entry id, job)` pairs; entries that name no job
+    /// are skipped (their ids still move the cursor).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn read_ctl(
+        &mut self,
+        server: &ServerId,
+        after: &str,
+        block: Duration,
+    ) -> Result<Vec<(String, Option<JobId>)>, StoreError> {
+        self.con.set_read_timeout(Some(block + self.timeout))?;
+        let options = StreamReadOptions::default()
+            .count(64)
+            .block(usize::try_from(millis(block)).unwrap_or(usize::MAX));
+        let reply: Result<StreamReadReply, _> =
+            self.con
+                .xread_options(&[cluster::ctl_key(server.as_str())], &[after], &options);
+        self.con.set_read_timeout(Some(self.timeout))?;
+        Ok(reply?
+            .keys
+            .iter()
+            .flat_map(|k| k.ids.iter())
+            .map(|e| {
+                let job = e
+                    .map
+                    .get(cluster::CTL_STOP_FIELD)
+                    .and_then(|v| redis::from_redis_value::<String>(v).ok())
+                    .and_then(|text| JobId::parse(&text));
+                (e.id.clone(), job)
+            })
+            .collect())
+    }
+
+    /// The newest `limit` jobs of the index with their records and their streams'
+    /// last entries, in one pipelined round trip after the index read; jobs whose
+    /// record is gone (expired with retention) are left out and dropped from the
+    /// index.
+    ///
+    /// # Errors
+    /// Redis errors; a record or entry spout cannot read.
+    pub fn list_jobs(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<(JobId, JobRecord, Option<StreamEntry>)>, StoreError> {
+        let stop = isize::try_from(limit.max(1)).unwrap_or(isize::MAX) - 1;
+        let ids: Vec<String> = self.con.zrevrange(JOBS_KEY, 0, stop)?;
+        let ids: Vec<JobId> = ids.iter().filter_map(|t| JobId::parse(t)).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            let keys = JobKeys::new(id);
+            pipe.hgetall(&keys.record);
+            pipe.cmd("XREVRANGE")
+                .arg(&keys.events)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let replies: Vec<redis::Value> = pipe.query(&mut self.con)?;
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (id, pair) in ids.into_iter().zip(replies.chunks(2)) {
+            let [record, last] = pair else { continue };
+            let fields: Vec<(String, String)> = redis::from_redis_value(record)?;
+            if fields.is_empty() {
+                // Expired with retention ([`RedisStore::expire_job`]).
+                gone.push(id.to_string());
+                continue;
+            }
+            let record = JobRecord::from_fields(&fields).map_err(StoreError::Record)?;
+            let last: StreamRangeReply = redis::from_redis_value(last)?;
+            let last = last.ids.first().map(entry).transpose()?;
+            out.push((id, record, last));
+        }
+        if !gone.is_empty() {
+            self.con.zrem::<_, _, i64>(JOBS_KEY, gone)?;
+        }
+        Ok(out)
+    }
+}
+
 fn entry(id: &StreamId) -> Result<StreamEntry, StoreError> {
     let fields: Vec<(String, Vec<u8>)> = id
         .map
