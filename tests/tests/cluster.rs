@@ -29,7 +29,6 @@ use spout_tests::{
     EventStream, Runtime, Server,
 };
 use std::net::SocketAddr;
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 /// The config field of the owner's lease TTL in milliseconds. The wiring names it;
@@ -522,6 +521,35 @@ fn harness_dropping_redis_stops_it_and_removes_its_dir() {
 }
 
 #[test]
+fn harness_stream_checks_read_the_documented_layout() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    // A job's stream as docs/cluster.md lays it out: `spout:{JOB}:events`, entry
+    // `0-N` = event N, fields `t` and `d`.
+    let id = "AAAAAAAAAAAAAAAAAAAAAA";
+    let key = format!("spout:{{{id}}}:events");
+    for (n, t) in [(1, "start"), (2, "stdout"), (3, "exit")] {
+        let entry = format!("0-{n}");
+        let added = redis.command(&["XADD", &key, &entry, "t", t, "d", "{}"]);
+        assert_eq!(added.unwrap(), Reply::Bulk(Some(entry.into_bytes())));
+    }
+    assert_eq!(
+        redis_entries(&redis, id),
+        [("0-1", "start"), ("0-2", "stdout"), ("0-3", "exit")]
+            .map(|(i, t)| (i.to_string(), t.to_string()))
+    );
+    assert_stored_once(&redis, id, 3);
+    // Each way of being wrong is caught: a missing event, an event after the exit.
+    let missing = std::panic::catch_unwind(|| assert_stored_once(&redis, id, 4));
+    assert!(missing.is_err(), "a missing event passed");
+    let added = redis.command(&["XADD", &key, "0-4", "t", "exit", "d", "{}"]);
+    assert!(matches!(added, Ok(Reply::Bulk(Some(_)))), "{added:?}");
+    let twice = std::panic::catch_unwind(|| assert_stored_once(&redis, id, 4));
+    assert!(twice.is_err(), "two exits passed");
+}
+
+#[test]
 fn harness_cluster_config_has_the_lease_field() {
     let config: Value = serde_json::from_str(&cluster_config()).unwrap();
     assert_eq!(config[LEASE_TTL_FIELD], json!(LEASE_TTL_MS));
@@ -802,20 +830,21 @@ cluster_cases!(
         let go = c.redis.dir().join("go");
         let (id, _) = start_job(c.addr(0), "gated", &[go.to_str().expect("a UTF-8 path")]);
         const N: usize = 50;
-        let opened = Barrier::new(N + 1);
+        // Every stream is open (its head read) before the job writes: opened here,
+        // one after the other, then read on a thread each.
+        let followers: Vec<(usize, Follower)> = (0..N)
+            .map(|i| (i % 3, Follower::open(c.addr(i % 3), &id, None)))
+            .collect();
         let all: Vec<(usize, Vec<Dispatched>, usize)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..N)
-                .map(|i| {
-                    let (addr, id, opened) = (c.addr(i % 3), &id, &opened);
+            let handles: Vec<_> = followers
+                .into_iter()
+                .map(|(server, mut follower)| {
                     s.spawn(move || {
-                        let mut follower = Follower::open(addr, id, None);
-                        opened.wait();
                         follower.read_to_end(STREAM_BOUND * 2);
-                        (i % 3, follower.seen, follower.reconnects)
+                        (server, follower.seen, follower.reconnects)
                     })
                 })
                 .collect();
-            opened.wait();
             std::fs::write(&go, b"").expect("creating the gate file");
             handles
                 .into_iter()
