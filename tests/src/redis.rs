@@ -66,6 +66,13 @@ impl Redis {
             socket,
             child: None,
         };
+        // sun_path holds 108 bytes with its NUL: a long TMPDIR would make redis-server
+        // fail with a message less clear than this one.
+        assert!(
+            redis.socket.as_os_str().len() < 100,
+            "the socket path {} is too long for a unix socket; set TMPDIR shorter",
+            redis.socket.display()
+        );
         redis.spawn();
         Some(redis)
     }

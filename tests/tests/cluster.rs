@@ -84,14 +84,18 @@ fn commands() -> Value {
     })
 }
 
-/// The config file of every server: [`commands`] and the short lease.
+/// The config file of every server: [`commands`], the default lease.
 fn cluster_config() -> String {
+    json!({ "commands": commands() }).to_string()
+}
+
+/// [`cluster_config`] with the short lease, for the cases where an owner dies. Only
+/// those: a live owner whose renewal is late by a lease on a loaded machine would be
+/// declared lost.
+fn short_lease_config() -> String {
     let mut fields = serde_json::Map::new();
     fields.insert(LEASE_TTL_FIELD.into(), json!(LEASE_TTL_MS));
-    config_with(
-        &json!({ "commands": commands() }).to_string(),
-        &Value::Object(fields),
-    )
+    config_with(&cluster_config(), &Value::Object(fields))
 }
 
 /// `line 1\n` … `line n\n`.
@@ -164,10 +168,14 @@ struct Cluster {
 impl Cluster {
     /// `None` when redis-server is missing outside CI (the case returns: SKIP).
     fn start(mix: Mix, n: usize) -> Option<Cluster> {
+        Cluster::start_with(mix, n, &cluster_config())
+    }
+
+    /// As [`Cluster::start`], every server with `config`.
+    fn start_with(mix: Mix, n: usize, config: &str) -> Option<Cluster> {
         let redis = Redis::start()?;
-        let config = cluster_config();
         let servers = (0..n)
-            .map(|i| redis.server(mix.runtime(i), &config, &[]))
+            .map(|i| redis.server(mix.runtime(i), config, &[]))
             .collect();
         Some(Cluster { servers, redis })
     }
@@ -551,9 +559,11 @@ fn harness_stream_checks_read_the_documented_layout() {
 
 #[test]
 fn harness_cluster_config_has_the_lease_field() {
-    let config: Value = serde_json::from_str(&cluster_config()).unwrap();
+    let config: Value = serde_json::from_str(&short_lease_config()).unwrap();
     assert_eq!(config[LEASE_TTL_FIELD], json!(LEASE_TTL_MS));
-    assert!(config["commands"]["ticker"].is_object());
+    assert_eq!(config["commands"], commands());
+    let default: Value = serde_json::from_str(&cluster_config()).unwrap();
+    assert!(default.get(LEASE_TTL_FIELD).is_none(), "{default}");
     assert_eq!(lines(2), "line 1\nline 2\n");
 }
 
@@ -695,7 +705,7 @@ cluster_cases!(
 
     #[ignore = "needs the redis wiring (issue 14)"]
     fn kill9_of_the_owner_ends_followers_with_server_lost(mix: Mix) {
-        let Some(mut c) = Cluster::start(mix, 3) else {
+        let Some(mut c) = Cluster::start_with(mix, 3, &short_lease_config()) else {
             return;
         };
         let (id, _) = start_job(c.addr(0), "forever", &[]);
@@ -731,7 +741,7 @@ cluster_cases!(
 
     #[ignore = "needs the redis wiring (issue 14)"]
     fn two_servers_racing_to_end_lost_jobs_end_each_once(mix: Mix) {
-        let Some(mut c) = Cluster::start(mix, 3) else {
+        let Some(mut c) = Cluster::start_with(mix, 3, &short_lease_config()) else {
             return;
         };
         // Several jobs, so both survivors' lease scans find lost jobs at the same
@@ -921,7 +931,10 @@ cluster_cases!(
             Some(digest.as_str())
         );
         wait_for_health(&c.servers[0], 200, STREAM_BOUND);
-        let same = c.redis.server(mix.runtime(1), &cluster_config(), &[]);
+        // This one names the Redis in its config file (`"redis"`), not with --redis.
+        let with_field = config_with(&cluster_config(), &json!({ "redis": url }));
+        let same = Server::start_with_config(mix.runtime(1), &with_field, &[]);
+        wait_for_health(&same, 200, REDIS_BOUND);
         let (id, _) = start_job(same.addr(), "quick", &["joined"]);
         assert_whole(&whole_stream(c.addr(0), &id));
     }
