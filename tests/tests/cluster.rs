@@ -198,6 +198,8 @@ struct Follower {
     done: bool,
     /// Streams that dropped and were reopened.
     reconnects: usize,
+    /// The stream ended with its body's end (the zero chunk), not with a `204`.
+    finished: bool,
 }
 
 impl Follower {
@@ -212,6 +214,7 @@ impl Follower {
             seen: Vec::new(),
             done: false,
             reconnects: 0,
+            finished: false,
         };
         follower.connect(Instant::now() + STREAM_BOUND);
         follower
@@ -270,6 +273,7 @@ impl Follower {
             }
             if stream.finished() {
                 self.done = true;
+                self.finished = true;
                 return None;
             }
             if stream.ended() {
@@ -321,6 +325,21 @@ impl Follower {
             self.addr, self.id, self.seen
         );
         &self.seen
+    }
+
+    /// Checks that nothing went wrong on the way: no stream dropped, and the last one
+    /// ended with the body's end after the `exit` (where nothing failed, a server has
+    /// no reason to cut a follower).
+    fn assert_clean(&self) {
+        assert!(
+            self.reconnects == 0 && self.finished,
+            "{}: job {}: {} reconnects, finished: {}; events: {:#?}",
+            self.addr,
+            self.id,
+            self.reconnects,
+            self.finished,
+            self.seen
+        );
     }
 
     /// Hangs up, as a tab closing does.
@@ -585,6 +604,7 @@ cluster_cases!(
             let mut follower = Follower::open(c.addr(server), &id, after);
             if hop == 3 {
                 follower.read_to_end(STREAM_BOUND);
+                assert_eq!(follower.reconnects, 0, "{:?}", follower.seen);
             } else {
                 follower.read(3);
                 follower.close();
@@ -608,7 +628,9 @@ cluster_cases!(
             assert_204_after(c.addr(server), &id, last);
             // From the middle: exactly the rest, on every server.
             let mut rest = Follower::open(c.addr(server), &id, Some(last / 2));
-            let rest = rest.read_to_end(STREAM_BOUND).to_vec();
+            rest.read_to_end(STREAM_BOUND);
+            rest.assert_clean();
+            let rest = rest.seen;
             assert_rest(&rest, last / 2);
             assert_eq!(rest[..], all[(last / 2) as usize..]);
         }
@@ -685,6 +707,7 @@ cluster_cases!(
         assert_eq!(response.status, 202, "{}", response.text());
         for follower in [&mut on_owner, &mut on_other] {
             let events = follower.read_to_end(STOP_BOUND).to_vec();
+            follower.assert_clean();
             assert_rest(&events, 0);
             assert_eq!(exit_data(&events)["reason"], "stopped");
         }
@@ -719,6 +742,8 @@ cluster_cases!(
         c.servers[0].kill9();
         for follower in &mut followers {
             let events = follower.read_to_end(LOST_BOUND).to_vec();
+            // Ended by the body's end after the exit, with no drop: EventSource stops.
+            follower.assert_clean();
             assert_rest(&events, 0);
             let exit = exit_data(&events);
             assert_eq!(exit["reason"], "server_lost", "{exit}");
@@ -851,6 +876,7 @@ cluster_cases!(
                 .map(|(server, mut follower)| {
                     s.spawn(move || {
                         follower.read_to_end(STREAM_BOUND * 2);
+                        follower.assert_clean();
                         (server, follower.seen, follower.reconnects)
                     })
                 })
