@@ -24,7 +24,10 @@
 //!    `/proc`, for the hardening cases.
 //! 8. [`nginx`]: the shipped `deploy/nginx.conf` run by a real nginx in front of a
 //!    server, for the reverse-proxy cases.
-//! 9. [`both_runtimes!`]: write a case once, get one `#[test]` per runtime.
+//! 9. [`redis`]: a real redis-server on a unix socket (stop, SIGSTOP/SIGCONT, restart
+//!    on the same socket, RESP commands for assertions) and servers started on it
+//!    with `--redis`, for the cluster cases.
+//! 10. [`both_runtimes!`]: write a case once, get one `#[test]` per runtime.
 //!
 //! Everything listens on and connects to loopback only, and everything a test starts
 //! is stopped in `Drop` (processes killed and reaped, temp dirs removed, threads joined).
@@ -39,6 +42,7 @@ mod jobs;
 pub mod nginx;
 pub mod procfs;
 mod proxy;
+pub mod redis;
 mod server;
 mod wire;
 
