@@ -1,8 +1,8 @@
 //! The cluster driver (feature `redis`, docs/cluster.md): the threads that carry
 //! out `spout_core::cluster`'s decisions against Redis for one server, shared by
 //! both runtimes (the smol runtime runs them as plain threads too: redis-rs's
-//! blocking client on a thread per job measured as small and as fast as its async
-//! one would be, and keeps one code path).
+//! blocking client on a thread per job keeps one code path; it has not been
+//! measured against redis-rs's async client, see docs/cluster.md).
 //!
 //! Per server:
 //! - one *watch* thread: checks Redis every second (reporting up/down to the
@@ -459,7 +459,9 @@ impl Cluster {
                         rechecked = true;
                     }
                     Err(StoreError::Mismatch(m)) if !checked => {
-                        // Started with Redis down; now the cluster says no.
+                        // Started with Redis down; now the cluster says no. No
+                        // job of ours can exist yet (`POST /jobs` answers 503 until
+                        // this first check passes), so exiting loses nothing.
                         log(&format!("{m}"));
                         log("stopping: this server cannot join the cluster");
                         std::process::exit(2);
