@@ -22,11 +22,19 @@ trap cleanup EXIT
 cargo build --release -q -p spout -p spout-blocking
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
+# The smallest build leaves out Redis scale-out (cargo feature `redis`, on by
+# default); it goes to its own target dir so the default binaries stay in place.
+cargo build --release -q -p spout -p spout-blocking --no-default-features \
+    --target-dir "$target/no-default-features"
+
 echo "binary sizes (release, stripped by the profile):"
 for bin in spout spout-blocking; do
     cp "$target/release/$bin" "$work/$bin"
     strip "$work/$bin" 2>/dev/null || true # already stripped: a no-op
-    printf '  %-16s %8d bytes (%s KiB)\n' "$bin" "$(stat -c %s "$work/$bin")" "$(( $(stat -c %s "$work/$bin") / 1024 ))"
+    small="$target/no-default-features/release/$bin"
+    printf '  %-16s %8d bytes (%s KiB); --no-default-features: %d bytes (%s KiB)\n' "$bin" \
+        "$(stat -c %s "$work/$bin")" "$(( $(stat -c %s "$work/$bin") / 1024 ))" \
+        "$(stat -c %s "$small")" "$(( $(stat -c %s "$small") / 1024 ))"
 done
 
 cat >"$work/spout.json" <<'EOF'
