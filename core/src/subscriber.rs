@@ -7,7 +7,9 @@
 //! 2. The first bytes are `retry: <ms>` with a per-connection jitter of ±20 %.
 //! 3. Then events in id order, each exactly once, as many whole events per call as
 //!    fit a budget. Ids that left the memory window come from the archive
-//!    ([`Next::ReadArchive`]) or, with no archive, are named by a `gap` event.
+//!    ([`Next::ReadArchive`]), from the cluster's stream for another server's job
+//!    ([`Next::ReadStream`]: a `gap` only where the stream was trimmed), or, with
+//!    neither, are named by a `gap` event.
 //! 4. After `heartbeat` of silence, a `:` comment (or an id-less `heartbeat` event).
 //! 5. After the `exit` event, [`Next::End`]: the runtime ends the response.
 //! 6. Under gzip ([`Subscriber::use_coding`]) the same bytes go out as one gzip
@@ -17,11 +19,20 @@
 //!    subscriber) compressed per call by a compressor dropped before it returns.
 //!    Every call ends on a flush point, so each write decodes at once; the trailer
 //!    is written before [`Next::End`].
+//! 7. Another server's job that is still running ([`Persistence::Stream`], not
+//!    complete) accepts any `Last-Event-ID`, even one this server has not read from
+//!    Redis yet: the owner has those events, and the stream simply continues after
+//!    that id once they arrive (or ends at the `exit` if the id was past it).
+//! 8. A text subscriber ([`Subscriber::output_text`]) serves `/jobs/{id}/log` of
+//!    another server's job: the same cursor, but it writes only the text of the
+//!    `stdout`/`stderr` events (no `retry:`, heartbeat or gap), up to the event
+//!    that was last when it opened, or (follow) to the `exit`.
 //!
 //! A subscriber holds a few words, gzip or not; a slow one costs nothing but its
 //! socket.
 
 use crate::archive;
+use crate::cluster::{self, StreamEntry};
 use crate::event::{self, HeartbeatData};
 use crate::gzip::{self, Block, Member};
 use crate::http::ContentCoding;
@@ -44,6 +55,13 @@ pub const ARCHIVE_FIRST_READ_BYTES: usize = 32 * 1024;
 /// single larger record gets a read of its own size). Every byte read is used:
 /// each record is read, checked and sent once.
 pub const ARCHIVE_READ_BYTES: usize = 1024 * 1024;
+
+/// How many entries one [`Next::ReadStream`] asks for.
+pub const STREAM_READ_COUNT: usize = 512;
+
+/// How long a subscriber waits before it asks the cluster's stream again after a
+/// read failed (Redis unreachable): it stalls rather than send a false `gap`.
+pub const STREAM_RETRY: Duration = Duration::from_secs(1);
 
 /// Per-server stream settings (from the config's `sse` section).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +132,15 @@ pub enum Next {
         /// How many bytes to read (fewer at the end of the file is fine).
         len: usize,
     },
+    /// Read up to `count` entries of the job's stream in the cluster's Redis after
+    /// id `after` (`XRANGE (0-after + COUNT count`) and pass them to
+    /// [`Subscriber::handle_stream`]. Only for [`Persistence::Stream`] logs.
+    ReadStream {
+        /// The entries wanted come after this id.
+        after: Cursor,
+        /// The most entries to read.
+        count: usize,
+    },
     /// The stream is complete: end the response.
     End,
 }
@@ -146,6 +173,11 @@ pub struct Subscriber {
     sent: u64,
     /// The response's gzip member, when the body is gzip.
     gzip: Option<Member>,
+    /// A failed [`Next::ReadStream`] is asked again at this time.
+    stream_retry_at: Option<Instant>,
+    /// A text subscriber (rule 8): `Some(limit)`, where `limit` is the last id it
+    /// sends (`None`: follow to the `exit`).
+    text: Option<Option<u64>>,
 }
 
 /// Where one call's bytes go: straight into the buffer (identity), or through the
@@ -156,6 +188,8 @@ struct Sink<'a> {
     gzip: Option<&'a mut Member>,
     /// Events with no shared block, compressed together at the next flush.
     pending: Vec<u8>,
+    /// A text subscriber's sink: only the text of output events (rule 8).
+    text: bool,
 }
 
 impl<'a> Sink<'a> {
@@ -166,6 +200,7 @@ impl<'a> Sink<'a> {
             buf,
             gzip,
             pending: Vec::new(),
+            text: false,
         }
     }
 
@@ -176,6 +211,9 @@ impl<'a> Sink<'a> {
 
     /// The subscriber's own piece (`retry:`, heartbeat, gap).
     fn own(&mut self, bytes: &[u8]) {
+        if self.text {
+            return; // a raw log has no SSE pieces
+        }
         self.flush();
         match &mut self.gzip {
             None => self.buf.extend_from_slice(bytes),
@@ -185,6 +223,15 @@ impl<'a> Sink<'a> {
 
     /// An event's wire bytes, with its shared block if it has one.
     fn event(&mut self, wire: &[u8], block: Option<&Block>) {
+        if self.text {
+            let mut text = Vec::new();
+            output_text(wire, &mut text);
+            match &mut self.gzip {
+                None => self.buf.extend_from_slice(&text),
+                Some(_) => self.pending.extend_from_slice(&text),
+            }
+            return;
+        }
         match (&mut self.gzip, block) {
             (None, _) => self.buf.extend_from_slice(wire),
             (Some(m), Some(b)) => {
@@ -238,12 +285,17 @@ impl Subscriber {
             ended: false,
             sent: 0,
             gzip: None,
+            stream_retry_at: None,
+            text: None,
         };
         if let Some(text) = params.last_event_id {
             let cursor = Cursor::parse(text).map_err(|e| {
                 Refusal::BadRequest(format!("malformed Last-Event-ID {text:?}: {e}"))
             })?;
-            if cursor.0 > last {
+            // Rule 7: a running remote job's later ids exist on its owner.
+            let pending_remote =
+                log.persistence() == Persistence::Stream && !log.is_complete();
+            if cursor.0 > last && !pending_remote {
                 return Err(Refusal::BadRequest(format!(
                     "Last-Event-ID {} is beyond this job's last event id {last}",
                     cursor.0
@@ -264,6 +316,50 @@ impl Subscriber {
             }
         }
         Ok(sub)
+    }
+
+    /// A text subscriber (rule 8) for `/jobs/{id}/log` of another server's job:
+    /// the text of its `stdout`/`stderr` events from the first, up to the event
+    /// that is last now, or with `follow` to the `exit`. It never writes SSE
+    /// pieces; while it waits it wakes every `settings.heartbeat` without writing,
+    /// so a runtime can look at its client.
+    #[must_use]
+    pub fn output_text(
+        log: &Log,
+        follow: bool,
+        settings: &StreamSettings,
+        now: Instant,
+    ) -> Subscriber {
+        Subscriber {
+            next: 1,
+            preamble: None,
+            tail_gap_to: None,
+            last_write: now,
+            heartbeat: settings.heartbeat,
+            heartbeat_event: false,
+            archive_at: None,
+            archive_len: ARCHIVE_FIRST_READ_BYTES,
+            ended: false,
+            sent: 0,
+            gzip: None,
+            stream_retry_at: None,
+            text: Some((!follow).then(|| log.last_visible())),
+        }
+    }
+
+    /// The last id this subscriber may send now: what the log shows, and for a
+    /// text subscriber without follow, no further than its limit.
+    fn last_wanted(&self, log: &Log) -> u64 {
+        match self.text {
+            Some(Some(limit)) => log.last_visible().min(limit),
+            _ => log.last_visible(),
+        }
+    }
+
+    /// Whether everything this subscriber will ever send is sent.
+    fn is_done(&self, log: &Log) -> bool {
+        log.exit_id().is_some_and(|id| self.next > id)
+            || matches!(self.text, Some(Some(limit)) if self.next > limit)
     }
 
     /// Sets the coding of the response body (identity by default). Call it before
@@ -290,6 +386,7 @@ impl Subscriber {
     pub fn poll_transmit(&mut self, log: &Log, now: Instant, buf: &mut Vec<u8>) -> Next {
         let mut gz = self.gzip.take();
         let mut sink = Sink::new(buf, gz.as_mut());
+        sink.text = self.text.is_some();
         let mut next = self.transmit(log, now, &mut sink);
         sink.flush();
         if next == Next::End {
@@ -325,7 +422,7 @@ impl Subscriber {
         if !own.is_empty() {
             sink.own(&own);
         }
-        while sink.written() < TRANSMIT_BUDGET && self.next <= log.last_visible() {
+        while sink.written() < TRANSMIT_BUDGET && self.next <= self.last_wanted(log) {
             if let Some(wire) = log.get(self.next) {
                 sink.event(wire, log.block(self.next));
                 self.next += 1;
@@ -357,17 +454,35 @@ impl Subscriber {
                     let to = log.window_first() - 1;
                     self.write_gap(self.next, to, sink);
                 }
+                Persistence::Stream => {
+                    if sink.written() > 0 {
+                        break; // send what we have; the stream read comes next call
+                    }
+                    if let Some(at) = self.stream_retry_at.filter(|&at| now < at) {
+                        return Next::Wait(Some(at));
+                    }
+                    self.stream_retry_at = None;
+                    return Next::ReadStream {
+                        after: Cursor(self.next - 1),
+                        count: STREAM_READ_COUNT,
+                    };
+                }
             }
         }
         if sink.written() > 0 {
             self.last_write = now;
             return Next::Wrote;
         }
-        if log.exit_id().is_some_and(|id| self.next > id) {
+        if self.is_done(log) {
             self.ended = true;
             return Next::End;
         }
         let due = self.last_write + self.heartbeat;
+        if now >= due && self.text.is_some() {
+            // A raw log has no heartbeat: wake again later, write nothing.
+            self.last_write = now;
+            return Next::Wait(Some(now + self.heartbeat));
+        }
         if now >= due {
             if self.heartbeat_event {
                 let (stdout_bytes, stderr_bytes) = log.byte_counts();
@@ -453,6 +568,73 @@ impl Subscriber {
         self.write_gap(self.next, to.min(log.last_visible()), sink);
     }
 
+    /// Takes what the runtime read from the job's stream in Redis for a
+    /// [`Next::ReadStream`] (`after` as it asked; `None` when the read failed) and
+    /// appends the events this subscriber still needs to `buf`, encoded as
+    /// [`Job::handle_remote_entry`](crate::job::Job::handle_remote_entry) encodes
+    /// them. Ids the stream no longer holds (trimmed by its cap) are named by a
+    /// `gap`; a failed read is asked again after [`STREAM_RETRY`], never a gap.
+    pub fn handle_stream(
+        &mut self,
+        log: &Log,
+        after: Cursor,
+        entries: Option<&[StreamEntry]>,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) {
+        let mut gz = self.gzip.take();
+        let mut sink = Sink::new(buf, gz.as_mut());
+        sink.text = self.text.is_some();
+        self.stream(log, after, entries, now, &mut sink);
+        sink.flush();
+        self.gzip = gz;
+    }
+
+    fn stream(
+        &mut self,
+        log: &Log,
+        after: Cursor,
+        entries: Option<&[StreamEntry]>,
+        now: Instant,
+        sink: &mut Sink<'_>,
+    ) {
+        let Some(entries) = entries else {
+            self.stream_retry_at = Some(now + STREAM_RETRY);
+            return;
+        };
+        if after.0 + 1 != self.next {
+            return; // not the read this cursor asked for
+        }
+        // Only what left the window: the rest is sent from memory, as ever.
+        let below = log.window_first().min(self.last_wanted(log) + 1);
+        let from = self.next;
+        let mut at_window = false;
+        let mut wire = Vec::new();
+        for entry in entries {
+            if entry.id.get() < self.next {
+                continue;
+            }
+            if entry.id.get() >= below {
+                at_window = true;
+                break;
+            }
+            if let Some((from, to)) = cluster::read_gap(Cursor(self.next - 1), entry.id) {
+                self.write_gap(from.get(), to.get(), sink);
+            }
+            wire.clear();
+            cluster::encode_entry(entry, &mut wire);
+            sink.event(&wire, None);
+            self.next += 1;
+            self.sent += 1;
+        }
+        // A short read (the stream holds nothing more), a read that reached the
+        // window, or one that gave nothing new: what is still missing before the
+        // window is not in the stream (trimmed, or gone with its retention).
+        if entries.len() < STREAM_READ_COUNT || at_window || self.next == from {
+            self.write_gap(self.next, below.saturating_sub(1), sink);
+        }
+    }
+
     fn write_gap(&mut self, from: u64, to: u64, sink: &mut Sink<'_>) {
         if let (Some(from_id), Some(to_id)) = (EventId::new(from), EventId::new(to)) {
             if to >= from {
@@ -461,6 +643,22 @@ impl Subscriber {
                 sink.own(&own);
                 self.next = to + 1;
                 self.sent += 1;
+            }
+        }
+    }
+}
+
+/// Appends the text of a `stdout`/`stderr` event's wire bytes to `out` (nothing
+/// for other events): what a raw log holds of it.
+pub fn output_text(wire: &[u8], out: &mut Vec<u8>) {
+    let mut decoder = sse::Decoder::new();
+    decoder.feed(wire);
+    while let Some(item) = decoder.poll() {
+        if let sse::Item::Event(e) = item {
+            if e.event_type == "stdout" || e.event_type == "stderr" {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) {
+                    out.extend_from_slice(v["text"].as_str().unwrap_or("").as_bytes());
+                }
             }
         }
     }

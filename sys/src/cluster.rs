@@ -381,6 +381,20 @@ impl Cluster {
         true
     }
 
+    /// Up to `count` entries of job `id`'s stream after `after` (`XRANGE`), for a
+    /// subscriber whose next events left this server's memory window
+    /// (`Next::ReadStream`); `None` when Redis cannot answer (the core retries).
+    pub fn read_range(&self, id: JobId, after: Cursor, count: usize) -> Option<Vec<StreamEntry>> {
+        let keys = JobKeys::new(&id);
+        match self.with_requests(|store| store.read_after(&keys, after, count)) {
+            Ok(entries) => Some(entries),
+            Err(e) => {
+                log(&format!("job {id}: reading its stream's history: {e}"));
+                None
+            }
+        }
+    }
+
     /// `DELETE` of a job another server owns: asks its owner (through the owner's
     /// control stream) to stop it. Returns whether the request reached Redis.
     pub fn forward_stop(&self, id: JobId) -> bool {

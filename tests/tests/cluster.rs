@@ -587,7 +587,6 @@ fn harness_cluster_config_has_the_lease_field() {
 // ---- The cases of issue 14 (need the wiring) --------------------------------------
 
 cluster_cases!(
-    #[ignore = "a follower refuses a Last-Event-ID it has not read from Redis yet (400): being fixed"]
     fn resume_across_servers_gets_every_later_event_once(mix: Mix) {
         let Some(c) = Cluster::start(mix, 2) else {
             return;
@@ -635,7 +634,6 @@ cluster_cases!(
         assert_stored_once(&c.redis, &id, last);
     }
 
-    #[ignore = "/log?follow=1 on a non-owner ends at what it holds: being fixed"]
     fn every_route_answers_for_every_job_on_every_server(mix: Mix) {
         let Some(c) = Cluster::start(mix, 3) else {
             return;
