@@ -732,6 +732,7 @@ mod gzip_tests {
                         writes.push(buf);
                     }
                 }
+                Next::ReadStream { .. } => panic!("only a remote job reads a stream"),
                 Next::End => return writes,
             }
         }
@@ -815,5 +816,263 @@ mod gzip_tests {
             assert!(!ended);
             assert_eq!(got, want, "after step {i}");
         }
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    //! Another server's job (`Persistence::Stream`): history beyond the window read
+    //! from a fake Redis stream, ids not read yet, text subscribers.
+    use super::*;
+    use crate::job::Job;
+    use crate::JobId;
+
+    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn entry(n: u64, last: u64) -> StreamEntry {
+        let (kind, data) = match n {
+            1 => ("start", r#"{"argv":["ticker"],"pid":7}"#.to_owned()),
+            n if n == last => ("exit", r#"{"code":0,"duration_ms":5}"#.to_owned()),
+            n => ("stdout", format!(r#"{{"text":"line {}\n"}}"#, n - 1)),
+        };
+        StreamEntry {
+            id: EventId::new(n).unwrap(),
+            kind: kind.to_owned(),
+            data,
+        }
+    }
+
+    /// The owner's stream of a job with `n` events (the last is `exit` when
+    /// `complete`), as Redis holds it.
+    fn redis(n: u64, complete: bool) -> Vec<StreamEntry> {
+        let last = if complete { n } else { u64::MAX };
+        (1..=n).map(|i| entry(i, last)).collect()
+    }
+
+    /// A follower's remote job with a small window, fed `entries`.
+    fn follower(entries: &[StreamEntry]) -> Job {
+        let mut job = Job::remote(JobId::from_random([1; 16]), "ticker".into(), 0, 300);
+        for e in entries {
+            job.handle_remote_entry(e);
+        }
+        job
+    }
+
+    /// What `XRANGE (0-after + COUNT count` answers on `stream`.
+    fn xrange(stream: &[StreamEntry], after: Cursor, count: usize) -> Vec<StreamEntry> {
+        stream
+            .iter()
+            .filter(|e| e.id.get() > after.0)
+            .take(count)
+            .cloned()
+            .collect()
+    }
+
+    /// Drives `sub` until it waits or ends, reading `stream` for `ReadStream`;
+    /// returns the bytes written and the last answer. Counts the stream reads.
+    fn drive(
+        log: &Log,
+        stream: &[StreamEntry],
+        sub: &mut Subscriber,
+        now: Instant,
+        reads: &mut usize,
+    ) -> (Vec<u8>, Next) {
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            let mut buf = Vec::new();
+            match sub.poll_transmit(log, now, &mut buf) {
+                Next::Wrote => out.extend_from_slice(&buf),
+                Next::ReadStream { after, count } => {
+                    *reads += 1;
+                    let got = xrange(stream, after, count);
+                    sub.handle_stream(log, after, Some(&got), now, &mut buf);
+                    out.extend_from_slice(&buf);
+                }
+                other => return (out, other),
+            }
+        }
+        panic!("no rest");
+    }
+
+    /// The ids of the events in `wire`, and whether any is a `gap`.
+    fn ids(wire: &[u8]) -> (Vec<u64>, bool) {
+        let mut decoder = sse::Decoder::new();
+        decoder.feed(wire);
+        let (mut ids, mut gap) = (Vec::new(), false);
+        while let Some(item) = decoder.poll() {
+            if let sse::Item::Event(e) = item {
+                if e.event_type == "gap" {
+                    gap = true;
+                } else {
+                    ids.push(e.last_event_id.parse().unwrap());
+                }
+            }
+        }
+        (ids, gap)
+    }
+
+    fn open(log: &Log, last: Option<&str>) -> Result<Subscriber, Refusal> {
+        let params = SubscribeParams {
+            last_event_id: last,
+            ..SubscribeParams::default()
+        };
+        Subscriber::open(log, &params, &StreamSettings::default(), 0, t0())
+    }
+
+    #[test]
+    fn a_late_subscriber_gets_history_beyond_the_window_from_the_stream_once() {
+        let stream = redis(200, true);
+        let job = follower(&stream);
+        let log = job.log();
+        assert!(log.window_first() > 100, "the window holds only the newest");
+        for last in [None, Some("0"), Some("1"), Some("57"), Some("199")] {
+            let mut sub = open(log, last).unwrap();
+            let mut reads = 0;
+            let (wire, next) = drive(log, &stream, &mut sub, t0(), &mut reads);
+            assert_eq!(next, Next::End, "{last:?}");
+            let (got, gap) = ids(&wire);
+            let from = last.map_or(1, |l| l.parse::<u64>().unwrap() + 1);
+            assert_eq!(got, (from..=200).collect::<Vec<_>>(), "{last:?}");
+            assert!(!gap, "{last:?}");
+            // Byte for byte what the window holds for the events it still has.
+            let tail = log.get(200).unwrap();
+            assert!(wire.ends_with(tail));
+            assert_eq!(reads > 0, from < log.window_first(), "{last:?}");
+        }
+    }
+
+    #[test]
+    fn only_what_the_stream_trimmed_is_a_gap() {
+        let full = redis(200, true);
+        let job = follower(&full);
+        let log = job.log();
+        // The cap trimmed ids up to 40 (the record's `start` is pinned in memory).
+        let trimmed: Vec<StreamEntry> = full.iter().filter(|e| e.id.get() > 40).cloned().collect();
+        let mut sub = open(log, None).unwrap();
+        let (wire, next) = drive(log, &trimmed, &mut sub, t0(), &mut 0);
+        assert_eq!(next, Next::End);
+        let mut decoder = sse::Decoder::new();
+        decoder.feed(&wire);
+        let mut gaps = Vec::new();
+        let mut got = Vec::new();
+        while let Some(item) = decoder.poll() {
+            if let sse::Item::Event(e) = item {
+                if e.event_type == "gap" {
+                    gaps.push(e.data);
+                } else {
+                    got.push(e.last_event_id.parse::<u64>().unwrap());
+                }
+            }
+        }
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].contains("\"from\":2") && gaps[0].contains("\"to\":40"), "{gaps:?}");
+        let want: Vec<u64> = std::iter::once(1).chain(41..=200).collect();
+        assert_eq!(got, want);
+        // A stream gone altogether (retention): the rest before the window is a gap.
+        let mut sub = open(log, Some("1")).unwrap();
+        let (wire, next) = drive(log, &[], &mut sub, t0(), &mut 0);
+        assert_eq!(next, Next::End);
+        let (got, gap) = ids(&wire);
+        assert!(gap);
+        assert_eq!(got, (log.window_first()..=200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failed_read_is_retried_later_never_a_gap() {
+        let stream = redis(200, true);
+        let job = follower(&stream);
+        let log = job.log();
+        let t0 = t0();
+        let mut sub = open(log, Some("10")).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(sub.poll_transmit(log, t0, &mut buf), Next::Wrote); // retry:
+        let Next::ReadStream { after, .. } = sub.poll_transmit(log, t0, &mut buf) else {
+            panic!("reads the stream");
+        };
+        assert_eq!(after, Cursor(10));
+        buf.clear();
+        sub.handle_stream(log, after, None, t0, &mut buf);
+        assert!(buf.is_empty());
+        assert_eq!(
+            sub.poll_transmit(log, t0 + ms(10), &mut buf),
+            Next::Wait(Some(t0 + STREAM_RETRY))
+        );
+        assert!(matches!(
+            sub.poll_transmit(log, t0 + STREAM_RETRY, &mut buf),
+            Next::ReadStream { after: Cursor(10), .. }
+        ));
+        let (wire, next) = drive(log, &stream, &mut sub, t0 + STREAM_RETRY, &mut 0);
+        assert_eq!(next, Next::End);
+        assert_eq!(ids(&wire), ((11..=200).collect(), false));
+    }
+
+    #[test]
+    fn a_running_remote_job_accepts_ids_not_read_yet() {
+        let stream = redis(12, false);
+        let mut job = follower(&stream[..8]);
+        // Past what this server read: accepted while the job runs ...
+        let mut sub = open(job.log(), Some("9")).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(sub.poll_transmit(job.log(), t0(), &mut buf), Next::Wrote); // retry:
+        assert!(matches!(
+            sub.poll_transmit(job.log(), t0(), &mut buf),
+            Next::Wait(_)
+        ));
+        // ... and the stream continues after it once the reader gets there.
+        for e in &stream[8..] {
+            job.handle_remote_entry(e);
+        }
+        job.handle_remote_entry(&entry(13, 13));
+        let (wire, next) = drive(job.log(), &stream, &mut sub, t0(), &mut 0);
+        assert_eq!(next, Next::End);
+        assert_eq!(ids(&wire), (vec![10, 11, 12, 13], false));
+        // Complete: an id beyond the exit is refused, as on the owner.
+        assert!(matches!(open(job.log(), Some("14")), Err(Refusal::BadRequest(_))));
+        assert_eq!(open(job.log(), Some("13")).err(), Some(Refusal::NoContent));
+        // A local memory-only log still refuses ids it does not have.
+        let mut local = Log::new(Persistence::Memory, 1000);
+        local.append(crate::log::Kind::Other, |id, b| {
+            b.extend_from_slice(format!("id: {}\ndata: x\n\n", id.get()).as_bytes());
+        });
+        assert!(matches!(open(&local, Some("2")), Err(Refusal::BadRequest(_))));
+    }
+
+    #[test]
+    fn a_text_subscriber_writes_only_output_text_to_its_limit_or_the_exit() {
+        let t0 = t0();
+        let settings = StreamSettings::default();
+        let stream = redis(60, false);
+        let mut job = follower(&stream);
+        let want = |n: u64| -> String { (1..n).map(|i| format!("line {i}\n")).collect() };
+        // Without follow: what is there when it opens (history from the stream).
+        let mut snapshot = Subscriber::output_text(job.log(), false, &settings, t0);
+        // With follow: to the exit.
+        let mut follow = Subscriber::output_text(job.log(), true, &settings, t0);
+        let (text, next) = drive(job.log(), &stream, &mut snapshot, t0, &mut 0);
+        assert_eq!((String::from_utf8(text).unwrap(), next), (want(60), Next::End));
+        let (text, next) = drive(job.log(), &stream, &mut follow, t0, &mut 0);
+        assert_eq!(String::from_utf8(text).unwrap(), want(60));
+        // Waiting: no heartbeat bytes, but a wake-up each heartbeat.
+        assert_eq!(next, Next::Wait(Some(t0 + settings.heartbeat)));
+        let later = t0 + settings.heartbeat;
+        let mut buf = Vec::new();
+        assert_eq!(
+            follow.poll_transmit(job.log(), later, &mut buf),
+            Next::Wait(Some(later + settings.heartbeat))
+        );
+        assert!(buf.is_empty());
+        job.handle_remote_entry(&entry(61, 63));
+        job.handle_remote_entry(&entry(62, 63));
+        job.handle_remote_entry(&entry(63, 63));
+        let (text, next) = drive(job.log(), &stream, &mut follow, later, &mut 0);
+        assert_eq!(String::from_utf8(text).unwrap(), "line 60\nline 61\n");
+        assert_eq!(next, Next::End);
     }
 }
