@@ -293,8 +293,7 @@ impl Subscriber {
                 Refusal::BadRequest(format!("malformed Last-Event-ID {text:?}: {e}"))
             })?;
             // Rule 7: a running remote job's later ids exist on its owner.
-            let pending_remote =
-                log.persistence() == Persistence::Stream && !log.is_complete();
+            let pending_remote = log.persistence() == Persistence::Stream && !log.is_complete();
             if cursor.0 > last && !pending_remote {
                 return Err(Refusal::BadRequest(format!(
                     "Last-Event-ID {} is beyond this job's last event id {last}",
@@ -972,7 +971,10 @@ mod stream_tests {
             }
         }
         assert_eq!(gaps.len(), 1, "{gaps:?}");
-        assert!(gaps[0].contains("\"from\":2") && gaps[0].contains("\"to\":40"), "{gaps:?}");
+        assert!(
+            gaps[0].contains("\"from\":2") && gaps[0].contains("\"to\":40"),
+            "{gaps:?}"
+        );
         let want: Vec<u64> = std::iter::once(1).chain(41..=200).collect();
         assert_eq!(got, want);
         // A stream gone altogether (retention): the rest before the window is a gap.
@@ -1006,7 +1008,10 @@ mod stream_tests {
         );
         assert!(matches!(
             sub.poll_transmit(log, t0 + STREAM_RETRY, &mut buf),
-            Next::ReadStream { after: Cursor(10), .. }
+            Next::ReadStream {
+                after: Cursor(10),
+                ..
+            }
         ));
         let (wire, next) = drive(log, &stream, &mut sub, t0 + STREAM_RETRY, &mut 0);
         assert_eq!(next, Next::End);
@@ -1034,14 +1039,20 @@ mod stream_tests {
         assert_eq!(next, Next::End);
         assert_eq!(ids(&wire), (vec![10, 11, 12, 13], false));
         // Complete: an id beyond the exit is refused, as on the owner.
-        assert!(matches!(open(job.log(), Some("14")), Err(Refusal::BadRequest(_))));
+        assert!(matches!(
+            open(job.log(), Some("14")),
+            Err(Refusal::BadRequest(_))
+        ));
         assert_eq!(open(job.log(), Some("13")).err(), Some(Refusal::NoContent));
         // A local memory-only log still refuses ids it does not have.
         let mut local = Log::new(Persistence::Memory, 1000);
         local.append(crate::log::Kind::Other, |id, b| {
             b.extend_from_slice(format!("id: {}\ndata: x\n\n", id.get()).as_bytes());
         });
-        assert!(matches!(open(&local, Some("2")), Err(Refusal::BadRequest(_))));
+        assert!(matches!(
+            open(&local, Some("2")),
+            Err(Refusal::BadRequest(_))
+        ));
     }
 
     #[test]
@@ -1056,7 +1067,10 @@ mod stream_tests {
         // With follow: to the exit.
         let mut follow = Subscriber::output_text(job.log(), true, &settings, t0);
         let (text, next) = drive(job.log(), &stream, &mut snapshot, t0, &mut 0);
-        assert_eq!((String::from_utf8(text).unwrap(), next), (want(60), Next::End));
+        assert_eq!(
+            (String::from_utf8(text).unwrap(), next),
+            (want(60), Next::End)
+        );
         let (text, next) = drive(job.log(), &stream, &mut follow, t0, &mut 0);
         assert_eq!(String::from_utf8(text).unwrap(), want(60));
         // Waiting: no heartbeat bytes, but a wake-up each heartbeat.

@@ -19,7 +19,8 @@
 //!   like a local append.
 //!
 //! Request-path calls (a lookup of an unknown job, the index for `GET /jobs`, a
-//! stop forwarded to the owner) share one connection behind a lock and block: the
+//! stop forwarded to the owner, a subscriber's read of history that left this
+//! server's window) share one connection behind a lock and block: the
 //! blocking runtime calls them on its connection threads, the smol runtime on its
 //! blocking pool.
 //!
