@@ -2163,12 +2163,31 @@ mod tests {
             remote.status().exit.unwrap().reason.as_deref(),
             Some(SERVER_LOST)
         );
+        // What the trimmed stream in Redis holds now: 10 and the lost job's exit.
+        let stream = [
+            StreamEntry {
+                id: id(10),
+                kind: "stdout".into(),
+                data: r#"{"text":"late"}"#.into(),
+            },
+            lost.clone(),
+        ];
         let mut out = Vec::new();
         let mut n = 0;
-        while !matches!(
-            sub.poll_transmit(remote.log(), t0(), &mut out),
-            crate::subscriber::Next::End
-        ) {
+        loop {
+            match sub.poll_transmit(remote.log(), t0(), &mut out) {
+                crate::subscriber::Next::End => break,
+                crate::subscriber::Next::ReadStream { after, count } => {
+                    let got: Vec<StreamEntry> = stream
+                        .iter()
+                        .filter(|e| e.id.get() > after.0)
+                        .take(count)
+                        .cloned()
+                        .collect();
+                    sub.handle_stream(remote.log(), after, Some(&got), t0(), &mut out);
+                }
+                _ => {}
+            }
             n += 1;
             assert!(n < 10);
         }

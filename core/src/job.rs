@@ -405,7 +405,7 @@ impl Job {
     #[must_use]
     pub fn remote(id: JobId, command: String, started_ms: u64, window_bytes: usize) -> Job {
         let settings = JobSettings {
-            persistence: Persistence::Memory,
+            persistence: Persistence::Stream,
             window_bytes,
             ..JobSettings::default()
         };
@@ -730,7 +730,7 @@ impl Job {
     /// stopped with `reason: "archive_error"`, and its log keeps going in memory
     /// only, so nothing is dropped silently (see [`Log::handle_archive_failed`]).
     pub fn handle_archive_failed(&mut self, now: Instant) {
-        if self.log.persistence() == Persistence::Memory {
+        if self.log.persistence() != Persistence::Archive {
             return;
         }
         self.log.handle_archive_failed();

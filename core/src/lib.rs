@@ -36,7 +36,9 @@
 //! 4. For each stream: call [`subscriber::Subscriber::poll_transmit`] and do what
 //!    its [`subscriber::Next`] says: write the bytes (one HTTP chunk), wait for the
 //!    job to append or for the deadline (heartbeats), read the archive
-//!    ([`subscriber::Subscriber::handle_archive`]), or end the response.
+//!    ([`subscriber::Subscriber::handle_archive`]) or, for another server's job,
+//!    its stream in Redis ([`subscriber::Subscriber::handle_stream`]), or end the
+//!    response.
 //! 5. Hold the registry's lock only around core calls, never across I/O.
 //!
 //! ## Method groups

@@ -7,7 +7,8 @@
 //!    (`Arc<[u8]>`) by every subscriber, never re-encoded.
 //! 2. In [`Persistence::Archive`] mode an event is *pending* until the runtime has
 //!    written it (`poll_persist` → write → `handle_persisted`); only then is it
-//!    visible. In [`Persistence::Memory`] mode it is visible at once.
+//!    visible. In [`Persistence::Memory`] and [`Persistence::Stream`] mode it is
+//!    visible at once.
 //! 3. The window keeps the newest visible events up to `max_window_bytes` (at least
 //!    one); older ones are evicted, never pending ones. The `start` event (id 1) is
 //!    pinned: every viewer, `?tail=N` included, can say what it is looking at.
@@ -31,6 +32,11 @@ pub enum Persistence {
     Archive,
     /// No disk: events that left the window are lost, and a `gap` says so.
     Memory,
+    /// Another server's job (cluster mode): visible at once and kept in memory as
+    /// in [`Persistence::Memory`]; events that left the window are read again from
+    /// the job's stream in Redis (`Next::ReadStream`), and a `gap` names only what
+    /// the stream no longer holds.
+    Stream,
 }
 
 /// One stored event.
@@ -252,7 +258,7 @@ impl Log {
             self.unpersisted_upto = id.get();
         }
         self.push(wire, kind);
-        if self.persistence == Persistence::Memory {
+        if self.persistence != Persistence::Archive {
             self.visible = id.get();
         }
         self.evict();
@@ -262,7 +268,7 @@ impl Log {
     /// Appends an event at a given id (a remote job's, read from Redis): `None`
     /// for an id already held. Ids between the next one and `id` are not held: the
     /// window restarts at `id`, so subscribers that need them get a `gap`. Meant
-    /// for [`Persistence::Memory`] logs, where nothing waits to be archived.
+    /// for [`Persistence::Stream`] logs, where nothing waits to be archived.
     pub fn append_at(
         &mut self,
         id: EventId,
@@ -277,7 +283,7 @@ impl Log {
             self.window_bytes = 0;
             self.first = id.get();
             self.next = id.get();
-            if self.persistence == Persistence::Memory {
+            if self.persistence != Persistence::Archive {
                 self.visible = id.get() - 1;
             }
         }

@@ -725,6 +725,9 @@ impl<C: JobCell> Registry<C> {
             Route::JobLog(id) => {
                 let cell = self.get(id)?;
                 let follow = query.flag("follow")?;
+                if cell.with(|job| job.log().persistence() == Persistence::Stream) {
+                    return self.remote_log(id, &cell, follow, req, admitted.head_only, inputs);
+                }
                 let (archived, memory_text) = cell.with(|job| {
                     if job.log().persistence() == Persistence::Archive {
                         (true, String::new())
@@ -910,6 +913,43 @@ impl<C: JobCell> Registry<C> {
         if dropped {
             self.metrics.drops += 1;
         }
+    }
+
+    /// `/jobs/{id}/log` of another server's job: its raw bytes stay on its owner,
+    /// so the answer is the text of its output events, from memory and from its
+    /// stream in Redis, streamed by a text subscriber (rule 8 of
+    /// [`crate::subscriber`]) up to the event last now, or with `follow` to the
+    /// `exit`. It counts as a subscriber, like an event stream.
+    fn remote_log(
+        &mut self,
+        id: JobId,
+        cell: &Arc<C>,
+        follow: bool,
+        req: &Request<'_>,
+        head_request: bool,
+        inputs: Inputs,
+    ) -> Result<Reply, ApiError> {
+        let coding = http::negotiate(req);
+        let mut head = http::chunked_text_head();
+        coding.apply(&mut head);
+        if head_request {
+            return Ok(Reply::Full(head_only(head)));
+        }
+        self.check_subscribers()?;
+        let watchers = self.watchers.get(&id).copied().unwrap_or(0) + 1;
+        let stream = &self.stream;
+        let mut subscriber = cell.with(|job| {
+            job.handle_watchers(watchers, inputs.now);
+            Subscriber::output_text(job.log(), follow, stream, inputs.now)
+        });
+        subscriber.use_coding(coding);
+        self.subscribers += 1;
+        self.watchers.insert(id, watchers);
+        Ok(Reply::Stream {
+            head,
+            job: id,
+            subscriber,
+        })
     }
 
     fn get(&self, id: JobId) -> Result<Arc<C>, ApiError> {

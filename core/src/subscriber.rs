@@ -7,7 +7,9 @@
 //! 2. The first bytes are `retry: <ms>` with a per-connection jitter of ±20 %.
 //! 3. Then events in id order, each exactly once, as many whole events per call as
 //!    fit a budget. Ids that left the memory window come from the archive
-//!    ([`Next::ReadArchive`]) or, with no archive, are named by a `gap` event.
+//!    ([`Next::ReadArchive`]), from the cluster's stream for another server's job
+//!    ([`Next::ReadStream`]: a `gap` only where the stream was trimmed), or, with
+//!    neither, are named by a `gap` event.
 //! 4. After `heartbeat` of silence, a `:` comment (or an id-less `heartbeat` event).
 //! 5. After the `exit` event, [`Next::End`]: the runtime ends the response.
 //! 6. Under gzip ([`Subscriber::use_coding`]) the same bytes go out as one gzip
@@ -17,11 +19,20 @@
 //!    subscriber) compressed per call by a compressor dropped before it returns.
 //!    Every call ends on a flush point, so each write decodes at once; the trailer
 //!    is written before [`Next::End`].
+//! 7. Another server's job that is still running ([`Persistence::Stream`], not
+//!    complete) accepts any `Last-Event-ID`, even one this server has not read from
+//!    Redis yet: the owner has those events, and the stream simply continues after
+//!    that id once they arrive (or ends at the `exit` if the id was past it).
+//! 8. A text subscriber ([`Subscriber::output_text`]) serves `/jobs/{id}/log` of
+//!    another server's job: the same cursor, but it writes only the text of the
+//!    `stdout`/`stderr` events (no `retry:`, heartbeat or gap), up to the event
+//!    that was last when it opened, or (follow) to the `exit`.
 //!
 //! A subscriber holds a few words, gzip or not; a slow one costs nothing but its
 //! socket.
 
 use crate::archive;
+use crate::cluster::{self, StreamEntry};
 use crate::event::{self, HeartbeatData};
 use crate::gzip::{self, Block, Member};
 use crate::http::ContentCoding;
@@ -44,6 +55,13 @@ pub const ARCHIVE_FIRST_READ_BYTES: usize = 32 * 1024;
 /// single larger record gets a read of its own size). Every byte read is used:
 /// each record is read, checked and sent once.
 pub const ARCHIVE_READ_BYTES: usize = 1024 * 1024;
+
+/// How many entries one [`Next::ReadStream`] asks for.
+pub const STREAM_READ_COUNT: usize = 512;
+
+/// How long a subscriber waits before it asks the cluster's stream again after a
+/// read failed (Redis unreachable): it stalls rather than send a false `gap`.
+pub const STREAM_RETRY: Duration = Duration::from_secs(1);
 
 /// Per-server stream settings (from the config's `sse` section).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +132,15 @@ pub enum Next {
         /// How many bytes to read (fewer at the end of the file is fine).
         len: usize,
     },
+    /// Read up to `count` entries of the job's stream in the cluster's Redis after
+    /// id `after` (`XRANGE (0-after + COUNT count`) and pass them to
+    /// [`Subscriber::handle_stream`]. Only for [`Persistence::Stream`] logs.
+    ReadStream {
+        /// The entries wanted come after this id.
+        after: Cursor,
+        /// The most entries to read.
+        count: usize,
+    },
     /// The stream is complete: end the response.
     End,
 }
@@ -146,6 +173,11 @@ pub struct Subscriber {
     sent: u64,
     /// The response's gzip member, when the body is gzip.
     gzip: Option<Member>,
+    /// A failed [`Next::ReadStream`] is asked again at this time.
+    stream_retry_at: Option<Instant>,
+    /// A text subscriber (rule 8): `Some(limit)`, where `limit` is the last id it
+    /// sends (`None`: follow to the `exit`).
+    text: Option<Option<u64>>,
 }
 
 /// Where one call's bytes go: straight into the buffer (identity), or through the
@@ -156,6 +188,8 @@ struct Sink<'a> {
     gzip: Option<&'a mut Member>,
     /// Events with no shared block, compressed together at the next flush.
     pending: Vec<u8>,
+    /// A text subscriber's sink: only the text of output events (rule 8).
+    text: bool,
 }
 
 impl<'a> Sink<'a> {
@@ -166,6 +200,7 @@ impl<'a> Sink<'a> {
             buf,
             gzip,
             pending: Vec::new(),
+            text: false,
         }
     }
 
@@ -176,6 +211,9 @@ impl<'a> Sink<'a> {
 
     /// The subscriber's own piece (`retry:`, heartbeat, gap).
     fn own(&mut self, bytes: &[u8]) {
+        if self.text {
+            return; // a raw log has no SSE pieces
+        }
         self.flush();
         match &mut self.gzip {
             None => self.buf.extend_from_slice(bytes),
@@ -185,6 +223,15 @@ impl<'a> Sink<'a> {
 
     /// An event's wire bytes, with its shared block if it has one.
     fn event(&mut self, wire: &[u8], block: Option<&Block>) {
+        if self.text {
+            let mut text = Vec::new();
+            output_text(wire, &mut text);
+            match &mut self.gzip {
+                None => self.buf.extend_from_slice(&text),
+                Some(_) => self.pending.extend_from_slice(&text),
+            }
+            return;
+        }
         match (&mut self.gzip, block) {
             (None, _) => self.buf.extend_from_slice(wire),
             (Some(m), Some(b)) => {
@@ -238,12 +285,16 @@ impl Subscriber {
             ended: false,
             sent: 0,
             gzip: None,
+            stream_retry_at: None,
+            text: None,
         };
         if let Some(text) = params.last_event_id {
             let cursor = Cursor::parse(text).map_err(|e| {
                 Refusal::BadRequest(format!("malformed Last-Event-ID {text:?}: {e}"))
             })?;
-            if cursor.0 > last {
+            // Rule 7: a running remote job's later ids exist on its owner.
+            let pending_remote = log.persistence() == Persistence::Stream && !log.is_complete();
+            if cursor.0 > last && !pending_remote {
                 return Err(Refusal::BadRequest(format!(
                     "Last-Event-ID {} is beyond this job's last event id {last}",
                     cursor.0
@@ -264,6 +315,50 @@ impl Subscriber {
             }
         }
         Ok(sub)
+    }
+
+    /// A text subscriber (rule 8) for `/jobs/{id}/log` of another server's job:
+    /// the text of its `stdout`/`stderr` events from the first, up to the event
+    /// that is last now, or with `follow` to the `exit`. It never writes SSE
+    /// pieces; while it waits it wakes every `settings.heartbeat` without writing,
+    /// so a runtime can look at its client.
+    #[must_use]
+    pub fn output_text(
+        log: &Log,
+        follow: bool,
+        settings: &StreamSettings,
+        now: Instant,
+    ) -> Subscriber {
+        Subscriber {
+            next: 1,
+            preamble: None,
+            tail_gap_to: None,
+            last_write: now,
+            heartbeat: settings.heartbeat,
+            heartbeat_event: false,
+            archive_at: None,
+            archive_len: ARCHIVE_FIRST_READ_BYTES,
+            ended: false,
+            sent: 0,
+            gzip: None,
+            stream_retry_at: None,
+            text: Some((!follow).then(|| log.last_visible())),
+        }
+    }
+
+    /// The last id this subscriber may send now: what the log shows, and for a
+    /// text subscriber without follow, no further than its limit.
+    fn last_wanted(&self, log: &Log) -> u64 {
+        match self.text {
+            Some(Some(limit)) => log.last_visible().min(limit),
+            _ => log.last_visible(),
+        }
+    }
+
+    /// Whether everything this subscriber will ever send is sent.
+    fn is_done(&self, log: &Log) -> bool {
+        log.exit_id().is_some_and(|id| self.next > id)
+            || matches!(self.text, Some(Some(limit)) if self.next > limit)
     }
 
     /// Sets the coding of the response body (identity by default). Call it before
@@ -290,6 +385,7 @@ impl Subscriber {
     pub fn poll_transmit(&mut self, log: &Log, now: Instant, buf: &mut Vec<u8>) -> Next {
         let mut gz = self.gzip.take();
         let mut sink = Sink::new(buf, gz.as_mut());
+        sink.text = self.text.is_some();
         let mut next = self.transmit(log, now, &mut sink);
         sink.flush();
         if next == Next::End {
@@ -325,7 +421,7 @@ impl Subscriber {
         if !own.is_empty() {
             sink.own(&own);
         }
-        while sink.written() < TRANSMIT_BUDGET && self.next <= log.last_visible() {
+        while sink.written() < TRANSMIT_BUDGET && self.next <= self.last_wanted(log) {
             if let Some(wire) = log.get(self.next) {
                 sink.event(wire, log.block(self.next));
                 self.next += 1;
@@ -357,17 +453,35 @@ impl Subscriber {
                     let to = log.window_first() - 1;
                     self.write_gap(self.next, to, sink);
                 }
+                Persistence::Stream => {
+                    if sink.written() > 0 {
+                        break; // send what we have; the stream read comes next call
+                    }
+                    if let Some(at) = self.stream_retry_at.filter(|&at| now < at) {
+                        return Next::Wait(Some(at));
+                    }
+                    self.stream_retry_at = None;
+                    return Next::ReadStream {
+                        after: Cursor(self.next - 1),
+                        count: STREAM_READ_COUNT,
+                    };
+                }
             }
         }
         if sink.written() > 0 {
             self.last_write = now;
             return Next::Wrote;
         }
-        if log.exit_id().is_some_and(|id| self.next > id) {
+        if self.is_done(log) {
             self.ended = true;
             return Next::End;
         }
         let due = self.last_write + self.heartbeat;
+        if now >= due && self.text.is_some() {
+            // A raw log has no heartbeat: wake again later, write nothing.
+            self.last_write = now;
+            return Next::Wait(Some(now + self.heartbeat));
+        }
         if now >= due {
             if self.heartbeat_event {
                 let (stdout_bytes, stderr_bytes) = log.byte_counts();
@@ -453,6 +567,73 @@ impl Subscriber {
         self.write_gap(self.next, to.min(log.last_visible()), sink);
     }
 
+    /// Takes what the runtime read from the job's stream in Redis for a
+    /// [`Next::ReadStream`] (`after` as it asked; `None` when the read failed) and
+    /// appends the events this subscriber still needs to `buf`, encoded as
+    /// [`Job::handle_remote_entry`](crate::job::Job::handle_remote_entry) encodes
+    /// them. Ids the stream no longer holds (trimmed by its cap) are named by a
+    /// `gap`; a failed read is asked again after [`STREAM_RETRY`], never a gap.
+    pub fn handle_stream(
+        &mut self,
+        log: &Log,
+        after: Cursor,
+        entries: Option<&[StreamEntry]>,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) {
+        let mut gz = self.gzip.take();
+        let mut sink = Sink::new(buf, gz.as_mut());
+        sink.text = self.text.is_some();
+        self.stream(log, after, entries, now, &mut sink);
+        sink.flush();
+        self.gzip = gz;
+    }
+
+    fn stream(
+        &mut self,
+        log: &Log,
+        after: Cursor,
+        entries: Option<&[StreamEntry]>,
+        now: Instant,
+        sink: &mut Sink<'_>,
+    ) {
+        let Some(entries) = entries else {
+            self.stream_retry_at = Some(now + STREAM_RETRY);
+            return;
+        };
+        if after.0 + 1 != self.next {
+            return; // not the read this cursor asked for
+        }
+        // Only what left the window: the rest is sent from memory, as ever.
+        let below = log.window_first().min(self.last_wanted(log) + 1);
+        let from = self.next;
+        let mut at_window = false;
+        let mut wire = Vec::new();
+        for entry in entries {
+            if entry.id.get() < self.next {
+                continue;
+            }
+            if entry.id.get() >= below {
+                at_window = true;
+                break;
+            }
+            if let Some((from, to)) = cluster::read_gap(Cursor(self.next - 1), entry.id) {
+                self.write_gap(from.get(), to.get(), sink);
+            }
+            wire.clear();
+            cluster::encode_entry(entry, &mut wire);
+            sink.event(&wire, None);
+            self.next += 1;
+            self.sent += 1;
+        }
+        // A short read (the stream holds nothing more), a read that reached the
+        // window, or one that gave nothing new: what is still missing before the
+        // window is not in the stream (trimmed, or gone with its retention).
+        if entries.len() < STREAM_READ_COUNT || at_window || self.next == from {
+            self.write_gap(self.next, below.saturating_sub(1), sink);
+        }
+    }
+
     fn write_gap(&mut self, from: u64, to: u64, sink: &mut Sink<'_>) {
         if let (Some(from_id), Some(to_id)) = (EventId::new(from), EventId::new(to)) {
             if to >= from {
@@ -461,6 +642,22 @@ impl Subscriber {
                 sink.own(&own);
                 self.next = to + 1;
                 self.sent += 1;
+            }
+        }
+    }
+}
+
+/// Appends the text of a `stdout`/`stderr` event's wire bytes to `out` (nothing
+/// for other events): what a raw log holds of it.
+pub fn output_text(wire: &[u8], out: &mut Vec<u8>) {
+    let mut decoder = sse::Decoder::new();
+    decoder.feed(wire);
+    while let Some(item) = decoder.poll() {
+        if let sse::Item::Event(e) = item {
+            if e.event_type == "stdout" || e.event_type == "stderr" {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) {
+                    out.extend_from_slice(v["text"].as_str().unwrap_or("").as_bytes());
+                }
             }
         }
     }
@@ -534,6 +731,7 @@ mod gzip_tests {
                         writes.push(buf);
                     }
                 }
+                Next::ReadStream { .. } => panic!("only a remote job reads a stream"),
                 Next::End => return writes,
             }
         }
@@ -617,5 +815,278 @@ mod gzip_tests {
             assert!(!ended);
             assert_eq!(got, want, "after step {i}");
         }
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    //! Another server's job (`Persistence::Stream`): history beyond the window read
+    //! from a fake Redis stream, ids not read yet, text subscribers.
+    use super::*;
+    use crate::job::Job;
+    use crate::JobId;
+
+    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn entry(n: u64, last: u64) -> StreamEntry {
+        let (kind, data) = match n {
+            1 => ("start", r#"{"argv":["ticker"],"pid":7}"#.to_owned()),
+            n if n == last => ("exit", r#"{"code":0,"duration_ms":5}"#.to_owned()),
+            n => ("stdout", format!(r#"{{"text":"line {}\n"}}"#, n - 1)),
+        };
+        StreamEntry {
+            id: EventId::new(n).unwrap(),
+            kind: kind.to_owned(),
+            data,
+        }
+    }
+
+    /// The owner's stream of a job with `n` events (the last is `exit` when
+    /// `complete`), as Redis holds it.
+    fn redis(n: u64, complete: bool) -> Vec<StreamEntry> {
+        let last = if complete { n } else { u64::MAX };
+        (1..=n).map(|i| entry(i, last)).collect()
+    }
+
+    /// A follower's remote job with a small window, fed `entries`.
+    fn follower(entries: &[StreamEntry]) -> Job {
+        let mut job = Job::remote(JobId::from_random([1; 16]), "ticker".into(), 0, 300);
+        for e in entries {
+            job.handle_remote_entry(e);
+        }
+        job
+    }
+
+    /// What `XRANGE (0-after + COUNT count` answers on `stream`.
+    fn xrange(stream: &[StreamEntry], after: Cursor, count: usize) -> Vec<StreamEntry> {
+        stream
+            .iter()
+            .filter(|e| e.id.get() > after.0)
+            .take(count)
+            .cloned()
+            .collect()
+    }
+
+    /// Drives `sub` until it waits or ends, reading `stream` for `ReadStream`;
+    /// returns the bytes written and the last answer. Counts the stream reads.
+    fn drive(
+        log: &Log,
+        stream: &[StreamEntry],
+        sub: &mut Subscriber,
+        now: Instant,
+        reads: &mut usize,
+    ) -> (Vec<u8>, Next) {
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            let mut buf = Vec::new();
+            match sub.poll_transmit(log, now, &mut buf) {
+                Next::Wrote => out.extend_from_slice(&buf),
+                Next::ReadStream { after, count } => {
+                    *reads += 1;
+                    let got = xrange(stream, after, count);
+                    sub.handle_stream(log, after, Some(&got), now, &mut buf);
+                    out.extend_from_slice(&buf);
+                }
+                other => return (out, other),
+            }
+        }
+        panic!("no rest");
+    }
+
+    /// The ids of the events in `wire`, and whether any is a `gap`.
+    fn ids(wire: &[u8]) -> (Vec<u64>, bool) {
+        let mut decoder = sse::Decoder::new();
+        decoder.feed(wire);
+        let (mut ids, mut gap) = (Vec::new(), false);
+        while let Some(item) = decoder.poll() {
+            if let sse::Item::Event(e) = item {
+                if e.event_type == "gap" {
+                    gap = true;
+                } else {
+                    ids.push(e.last_event_id.parse().unwrap());
+                }
+            }
+        }
+        (ids, gap)
+    }
+
+    fn open(log: &Log, last: Option<&str>) -> Result<Subscriber, Refusal> {
+        let params = SubscribeParams {
+            last_event_id: last,
+            ..SubscribeParams::default()
+        };
+        Subscriber::open(log, &params, &StreamSettings::default(), 0, t0())
+    }
+
+    #[test]
+    fn a_late_subscriber_gets_history_beyond_the_window_from_the_stream_once() {
+        let stream = redis(200, true);
+        let job = follower(&stream);
+        let log = job.log();
+        assert!(log.window_first() > 100, "the window holds only the newest");
+        for last in [None, Some("0"), Some("1"), Some("57"), Some("199")] {
+            let mut sub = open(log, last).unwrap();
+            let mut reads = 0;
+            let (wire, next) = drive(log, &stream, &mut sub, t0(), &mut reads);
+            assert_eq!(next, Next::End, "{last:?}");
+            let (got, gap) = ids(&wire);
+            let from = last.map_or(1, |l| l.parse::<u64>().unwrap() + 1);
+            assert_eq!(got, (from..=200).collect::<Vec<_>>(), "{last:?}");
+            assert!(!gap, "{last:?}");
+            // Byte for byte what the window holds for the events it still has.
+            let tail = log.get(200).unwrap();
+            assert!(wire.ends_with(tail));
+            assert_eq!(reads > 0, from < log.window_first(), "{last:?}");
+        }
+    }
+
+    #[test]
+    fn only_what_the_stream_trimmed_is_a_gap() {
+        let full = redis(200, true);
+        let job = follower(&full);
+        let log = job.log();
+        // The cap trimmed ids up to 40 (the record's `start` is pinned in memory).
+        let trimmed: Vec<StreamEntry> = full.iter().filter(|e| e.id.get() > 40).cloned().collect();
+        let mut sub = open(log, None).unwrap();
+        let (wire, next) = drive(log, &trimmed, &mut sub, t0(), &mut 0);
+        assert_eq!(next, Next::End);
+        let mut decoder = sse::Decoder::new();
+        decoder.feed(&wire);
+        let mut gaps = Vec::new();
+        let mut got = Vec::new();
+        while let Some(item) = decoder.poll() {
+            if let sse::Item::Event(e) = item {
+                if e.event_type == "gap" {
+                    gaps.push(e.data);
+                } else {
+                    got.push(e.last_event_id.parse::<u64>().unwrap());
+                }
+            }
+        }
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(
+            gaps[0].contains("\"from\":2") && gaps[0].contains("\"to\":40"),
+            "{gaps:?}"
+        );
+        let want: Vec<u64> = std::iter::once(1).chain(41..=200).collect();
+        assert_eq!(got, want);
+        // A stream gone altogether (retention): the rest before the window is a gap.
+        let mut sub = open(log, Some("1")).unwrap();
+        let (wire, next) = drive(log, &[], &mut sub, t0(), &mut 0);
+        assert_eq!(next, Next::End);
+        let (got, gap) = ids(&wire);
+        assert!(gap);
+        assert_eq!(got, (log.window_first()..=200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failed_read_is_retried_later_never_a_gap() {
+        let stream = redis(200, true);
+        let job = follower(&stream);
+        let log = job.log();
+        let t0 = t0();
+        let mut sub = open(log, Some("10")).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(sub.poll_transmit(log, t0, &mut buf), Next::Wrote); // retry:
+        let Next::ReadStream { after, .. } = sub.poll_transmit(log, t0, &mut buf) else {
+            panic!("reads the stream");
+        };
+        assert_eq!(after, Cursor(10));
+        buf.clear();
+        sub.handle_stream(log, after, None, t0, &mut buf);
+        assert!(buf.is_empty());
+        assert_eq!(
+            sub.poll_transmit(log, t0 + ms(10), &mut buf),
+            Next::Wait(Some(t0 + STREAM_RETRY))
+        );
+        assert!(matches!(
+            sub.poll_transmit(log, t0 + STREAM_RETRY, &mut buf),
+            Next::ReadStream {
+                after: Cursor(10),
+                ..
+            }
+        ));
+        let (wire, next) = drive(log, &stream, &mut sub, t0 + STREAM_RETRY, &mut 0);
+        assert_eq!(next, Next::End);
+        assert_eq!(ids(&wire), ((11..=200).collect(), false));
+    }
+
+    #[test]
+    fn a_running_remote_job_accepts_ids_not_read_yet() {
+        let stream = redis(12, false);
+        let mut job = follower(&stream[..8]);
+        // Past what this server read: accepted while the job runs ...
+        let mut sub = open(job.log(), Some("9")).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(sub.poll_transmit(job.log(), t0(), &mut buf), Next::Wrote); // retry:
+        assert!(matches!(
+            sub.poll_transmit(job.log(), t0(), &mut buf),
+            Next::Wait(_)
+        ));
+        // ... and the stream continues after it once the reader gets there.
+        for e in &stream[8..] {
+            job.handle_remote_entry(e);
+        }
+        job.handle_remote_entry(&entry(13, 13));
+        let (wire, next) = drive(job.log(), &stream, &mut sub, t0(), &mut 0);
+        assert_eq!(next, Next::End);
+        assert_eq!(ids(&wire), (vec![10, 11, 12, 13], false));
+        // Complete: an id beyond the exit is refused, as on the owner.
+        assert!(matches!(
+            open(job.log(), Some("14")),
+            Err(Refusal::BadRequest(_))
+        ));
+        assert_eq!(open(job.log(), Some("13")).err(), Some(Refusal::NoContent));
+        // A local memory-only log still refuses ids it does not have.
+        let mut local = Log::new(Persistence::Memory, 1000);
+        local.append(crate::log::Kind::Other, |id, b| {
+            b.extend_from_slice(format!("id: {}\ndata: x\n\n", id.get()).as_bytes());
+        });
+        assert!(matches!(
+            open(&local, Some("2")),
+            Err(Refusal::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn a_text_subscriber_writes_only_output_text_to_its_limit_or_the_exit() {
+        let t0 = t0();
+        let settings = StreamSettings::default();
+        let stream = redis(60, false);
+        let mut job = follower(&stream);
+        let want = |n: u64| -> String { (1..n).map(|i| format!("line {i}\n")).collect() };
+        // Without follow: what is there when it opens (history from the stream).
+        let mut snapshot = Subscriber::output_text(job.log(), false, &settings, t0);
+        // With follow: to the exit.
+        let mut follow = Subscriber::output_text(job.log(), true, &settings, t0);
+        let (text, next) = drive(job.log(), &stream, &mut snapshot, t0, &mut 0);
+        assert_eq!(
+            (String::from_utf8(text).unwrap(), next),
+            (want(60), Next::End)
+        );
+        let (text, next) = drive(job.log(), &stream, &mut follow, t0, &mut 0);
+        assert_eq!(String::from_utf8(text).unwrap(), want(60));
+        // Waiting: no heartbeat bytes, but a wake-up each heartbeat.
+        assert_eq!(next, Next::Wait(Some(t0 + settings.heartbeat)));
+        let later = t0 + settings.heartbeat;
+        let mut buf = Vec::new();
+        assert_eq!(
+            follow.poll_transmit(job.log(), later, &mut buf),
+            Next::Wait(Some(later + settings.heartbeat))
+        );
+        assert!(buf.is_empty());
+        job.handle_remote_entry(&entry(61, 63));
+        job.handle_remote_entry(&entry(62, 63));
+        job.handle_remote_entry(&entry(63, 63));
+        let (text, next) = drive(job.log(), &stream, &mut follow, later, &mut 0);
+        assert_eq!(String::from_utf8(text).unwrap(), "line 60\nline 61\n");
+        assert_eq!(next, Next::End);
     }
 }

@@ -342,7 +342,8 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
                 subscriber,
             } => {
                 let framing = StreamFraming::for_version(version);
-                stream::events(shared, &mut conn, head, framing, job, subscriber);
+                let cluster = state.cluster.as_deref();
+                stream::events(shared, cluster, &mut conn, head, framing, job, subscriber);
                 return;
             }
             Reply::JobList { head, subscriber } => {

@@ -22,6 +22,7 @@ use spout_core::http::{ResponseHead, StreamFraming};
 use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
 use spout_core::subscriber::{Next, Subscriber};
 use spout_core::JobId;
+use spout_sys::cluster::Cluster;
 use spout_sys::driver::{log, Shared};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
@@ -60,6 +61,7 @@ fn wait(
 /// the log (then the framing's end) or until the client goes away.
 pub fn events(
     shared: &Shared,
+    cluster: Option<&Cluster>,
     conn: &mut Conn,
     mut head: ResponseHead,
     framing: StreamFraming,
@@ -120,6 +122,15 @@ pub fn events(
                     dropped = conn.write_all(framing.finish(&mut buf)).is_err();
                 }
             }
+            Next::ReadStream { after, count } => {
+                // Redis is read without the job's lock.
+                let entries = cluster.and_then(|c| c.read_range(id, after, count));
+                let now = clock::now();
+                sub.handle_stream(slot.lock().log(), after, entries.as_deref(), now, &mut buf);
+                if !framing.is_empty(&buf) {
+                    dropped = conn.write_all(framing.finish(&mut buf)).is_err();
+                }
+            }
             Next::End => {
                 let _ = conn.write_all(framing.end());
                 break;
@@ -160,7 +171,7 @@ pub fn job_list(
                 dropped = conn.write_all(framing.finish(&mut buf)).is_err();
             }
             Next::Wait(deadline) => dropped = !wait(conn, listener, deadline),
-            Next::End | Next::ReadArchive { .. } => {
+            Next::End | Next::ReadArchive { .. } | Next::ReadStream { .. } => {
                 let _ = conn.write_all(framing.end());
                 break;
             }

@@ -229,6 +229,7 @@ async fn connection(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>, stream: 
             } => {
                 stream::events(
                     &shared,
+                    cluster.as_ref(),
                     &stream,
                     head,
                     StreamFraming::for_version(version),

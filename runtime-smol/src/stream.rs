@@ -17,6 +17,7 @@ use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
 use spout_core::subscriber::{Next, Subscriber};
 use spout_core::JobId;
 use spout_sys::archive::EventsReader;
+use spout_sys::cluster::Cluster;
 use spout_sys::driver::{log, Shared};
 use std::fs::File;
 use std::io;
@@ -119,6 +120,18 @@ async fn read_archive(
     .await
 }
 
+/// Reads up to `count` entries of job `id`'s stream after `after` from Redis on
+/// the blocking pool (`None`: no cluster, or Redis did not answer).
+async fn read_stream(
+    cluster: Option<&Arc<Cluster>>,
+    id: JobId,
+    after: spout_core::Cursor,
+    count: usize,
+) -> Option<Vec<spout_core::cluster::StreamEntry>> {
+    let cluster = cluster?.clone();
+    smol::unblock(move || cluster.read_range(id, after, count)).await
+}
+
 /// A stream that has caught up lets go of buffers grown by archive reads: a
 /// waiting subscriber costs nothing but its socket.
 fn shrink(buf: &mut Vec<u8>, archive_buf: &mut Vec<u8>) {
@@ -132,6 +145,7 @@ fn shrink(buf: &mut Vec<u8>, archive_buf: &mut Vec<u8>) {
 /// the log (then the last chunk) or until the client goes away.
 pub async fn events(
     shared: &Arc<Shared>,
+    cluster: Option<&Arc<Cluster>>,
     stream: &TcpStream,
     mut head: ResponseHead,
     framing: StreamFraming,
@@ -189,6 +203,14 @@ pub async fn events(
                     dropped = !send(&mut w, framing.finish(&mut buf)).await;
                 }
             }
+            Next::ReadStream { after, count } => {
+                let entries = read_stream(cluster, id, after, count).await;
+                let now = clock::now();
+                sub.handle_stream(slot.lock().log(), after, entries.as_deref(), now, &mut buf);
+                if !framing.is_empty(&buf) {
+                    dropped = !send(&mut w, framing.finish(&mut buf)).await;
+                }
+            }
             Next::End => {
                 let _ = send(&mut w, framing.end()).await;
                 break;
@@ -230,7 +252,7 @@ pub async fn job_list(
                 dropped = !send(&mut w, framing.finish(&mut buf)).await;
             }
             Next::Wait(deadline) => dropped = !wait(stream, listener, deadline).await,
-            Next::End | Next::ReadArchive { .. } => {
+            Next::End | Next::ReadArchive { .. } | Next::ReadStream { .. } => {
                 let _ = send(&mut w, framing.end()).await;
                 break;
             }

@@ -19,7 +19,8 @@
 //!   like a local append.
 //!
 //! Request-path calls (a lookup of an unknown job, the index for `GET /jobs`, a
-//! stop forwarded to the owner) share one connection behind a lock and block: the
+//! stop forwarded to the owner, a subscriber's read of history that left this
+//! server's window) share one connection behind a lock and block: the
 //! blocking runtime calls them on its connection threads, the smol runtime on its
 //! blocking pool.
 //!
@@ -379,6 +380,20 @@ impl Cluster {
             spawn("spout-cluster-read", move || cluster.read(id, cursor));
         }
         true
+    }
+
+    /// Up to `count` entries of job `id`'s stream after `after` (`XRANGE`), for a
+    /// subscriber whose next events left this server's memory window
+    /// (`Next::ReadStream`); `None` when Redis cannot answer (the core retries).
+    pub fn read_range(&self, id: JobId, after: Cursor, count: usize) -> Option<Vec<StreamEntry>> {
+        let keys = JobKeys::new(&id);
+        match self.with_requests(|store| store.read_after(&keys, after, count)) {
+            Ok(entries) => Some(entries),
+            Err(e) => {
+                log(&format!("job {id}: reading its stream's history: {e}"));
+                None
+            }
+        }
     }
 
     /// `DELETE` of a job another server owns: asks its owner (through the owner's

@@ -47,6 +47,17 @@ impl Cluster {
     }
 
     /// Never called: there is no value.
+    #[must_use]
+    pub fn read_range(
+        &self,
+        _id: JobId,
+        _after: spout_core::Cursor,
+        _count: usize,
+    ) -> Option<Vec<spout_core::cluster::StreamEntry>> {
+        match *self {}
+    }
+
+    /// Never called: there is no value.
     pub fn refresh_index(&self) {
         match *self {}
     }

@@ -55,9 +55,16 @@ const PAUSE: Duration = Duration::from_secs(5);
 /// - `ticker N`: `line 1` … `line N`, one every 100 ms, exit 0;
 /// - `forever`: `line 1`, `line 2`, … every 200 ms until stopped (grace 1 s);
 /// - `gated PATH`: waits for file PATH, then `line 1` … `line 30` quickly;
-/// - `quick WORD`: `hello from WORD`.
+/// - `quick WORD`: `hello from WORD`;
+/// - `many N`: [`padded`] lines 1 … N at once, exit 0 (overflows a small window).
 fn commands() -> Value {
     json!({
+        "many": {
+            "argv": ["sh", "-c",
+                     format!("i=0; while [ $i -lt \"$1\" ]; do i=$((i+1)); echo \"line $i {PAD}\"; done"),
+                     "sh"],
+            "args": { "max": 1 }
+        },
         "ticker": {
             "argv": ["sh", "-c",
                      "i=0; while [ $i -lt \"$1\" ]; do i=$((i+1)); echo line $i; sleep 0.1; done",
@@ -94,6 +101,14 @@ fn short_lease_config() -> String {
     let mut fields = serde_json::Map::new();
     fields.insert(LEASE_TTL_FIELD.into(), json!(LEASE_TTL_MS));
     config_with(&cluster_config(), &Value::Object(fields))
+}
+
+/// What makes each line of `many` long enough to overflow a small window.
+const PAD: &str = "padding-padding-padding-padding-padding-padding-padding-padding-padding-padding";
+
+/// The output of `many n`.
+fn padded(n: usize) -> String {
+    (1..=n).map(|i| format!("line {i} {PAD}\n")).collect()
 }
 
 /// `line 1\n` … `line n\n`.
@@ -587,7 +602,6 @@ fn harness_cluster_config_has_the_lease_field() {
 // ---- The cases of issue 14 (need the wiring) --------------------------------------
 
 cluster_cases!(
-    #[ignore = "a follower refuses a Last-Event-ID it has not read from Redis yet (400): being fixed"]
     fn resume_across_servers_gets_every_later_event_once(mix: Mix) {
         let Some(c) = Cluster::start(mix, 2) else {
             return;
@@ -635,7 +649,6 @@ cluster_cases!(
         assert_stored_once(&c.redis, &id, last);
     }
 
-    #[ignore = "/log?follow=1 on a non-owner ends at what it holds: being fixed"]
     fn every_route_answers_for_every_job_on_every_server(mix: Mix) {
         let Some(c) = Cluster::start(mix, 3) else {
             return;
@@ -684,6 +697,51 @@ cluster_cases!(
         assert_eq!(status["state"], "exited", "{status:#}");
         let unknown = get(c.addr(2), "/jobs/AAAAAAAAAAAAAAAAAAAAAA");
         assert_eq!(unknown.status, 404, "{}", unknown.text());
+    }
+
+    fn history_beyond_a_followers_window_comes_from_redis(mix: Mix) {
+        let Some(redis) = Redis::start() else {
+            return;
+        };
+        // The follower keeps 4 KiB of events in memory; a `many 200` job is ~25 KiB.
+        let small = config_with(
+            &cluster_config(),
+            &json!({
+                "limits": { "memory_window_bytes": 4096 },
+                "sse": { "max_event_bytes": 1024 }
+            }),
+        );
+        let c = Cluster {
+            servers: vec![
+                redis.server(mix.runtime(0), &cluster_config(), &[]),
+                redis.server(mix.runtime(1), &small, &[]),
+            ],
+            redis,
+        };
+        let (id, _) = start_job(c.addr(0), "many", &["200"]);
+        // The follower follows it from the start (its reader overflows the window) ...
+        let response = get(c.addr(1), &format!("/jobs/{id}"));
+        assert_eq!(response.status, 200, "{}", response.text());
+        let on_owner = whole_stream(c.addr(0), &id);
+        assert_whole(&on_owner);
+        assert_eq!(text_of(&on_owner, "stdout"), padded(200));
+        let status = wait_for_state(c.addr(1), &id, is_final, STREAM_BOUND);
+        assert_eq!(status["state"], "exited", "{status:#}");
+        // ... and a late subscriber there still gets every event once, no gap.
+        let late = whole_stream(c.addr(1), &id);
+        assert!(!types(&late).contains(&"gap"), "{late:#?}");
+        assert_eq!(late, on_owner);
+        // Resuming far back, on the follower: exactly the rest.
+        let mut rest = Follower::open(c.addr(1), &id, Some(3));
+        rest.read_to_end(STREAM_BOUND);
+        rest.assert_clean();
+        assert_rest(&rest.seen, 3);
+        assert_eq!(rest.seen[..], on_owner[3..]);
+        // The raw log there is the whole text too (read from Redis).
+        let log = get(c.addr(1), &format!("/jobs/{id}/log"));
+        assert_eq!(log.status, 200, "{}", log.text());
+        assert_eq!(log.text(), padded(200));
+        assert_stored_once(&c.redis, &id, id_of(on_owner.last().unwrap()));
     }
 
     fn delete_on_a_non_owner_stops_the_job_on_its_owner(mix: Mix) {
