@@ -521,7 +521,9 @@ impl<C: JobCell> Registry<C> {
         if self.jobs.contains_key(&job.id()) {
             return;
         }
-        self.insert(job, inputs);
+        // Already announced from the index: the job list saw it created.
+        let announce = !self.reported.contains_key(&job.id());
+        self.insert_announced(job, inputs, announce);
     }
 
     // ---- requests ----
@@ -1031,14 +1033,23 @@ impl<C: JobCell> Registry<C> {
     }
 
     fn insert(&mut self, job: Job, inputs: Inputs) {
+        self.insert_announced(job, inputs, true);
+    }
+
+    /// Adds a job; `announce` records its `created` in the job list's change log.
+    fn insert_announced(&mut self, job: Job, inputs: Inputs, announce: bool) {
         let id = job.id();
         let status = job.status();
         let kind = ChangeKind::for_state(job.state()).unwrap_or(ChangeKind::Created);
         self.jobs.insert(id, Arc::new(C::new(job)));
         self.order.push(id);
-        self.reported.insert(id, kind);
-        self.feed
-            .record(ChangeKind::Created, id.to_string(), Some(status));
+        if announce {
+            self.reported.insert(id, kind);
+            self.feed
+                .record(ChangeKind::Created, id.to_string(), Some(status));
+        }
+        // Otherwise the index reported it already, maybe further on (`exited`)
+        // than this job fed from Redis is yet: what the list heard stands.
         self.prune(inputs.wall);
     }
 
@@ -1482,7 +1493,13 @@ mod tests {
             wall: crate::fuzzing::wall0(),
             random: [4; 16],
         };
+        let version = reg.list_version();
         reg.insert_remote(crate::cluster::remote_job(other, &record, 1024), inputs);
+        assert_eq!(
+            reg.list_version(),
+            version,
+            "following a job the list already has is no change"
+        );
         assert_eq!(reg.unknown_job(route), None);
         assert!(reg.is_remote(other));
         assert_eq!(reg.running_jobs(), 0, "another server's job is not ours");
