@@ -42,8 +42,11 @@ pub const ARCHIVE_FIRST_READ_BYTES: usize = 32 * 1024;
 /// The largest sequential archive read: reads double from
 /// [`ARCHIVE_FIRST_READ_BYTES`] up to this while a stream walks the archive (a
 /// single larger record gets a read of its own size). Every byte read is used:
-/// each record is read, checked and sent once.
-pub const ARCHIVE_READ_BYTES: usize = 1024 * 1024;
+/// each record is read, checked and sent once. Small enough that a read, its
+/// check and its copy stay in the core's cache, and that a lagging subscriber's
+/// two buffers (the read and what it sends) stay small: 1 MiB reads cost ~25 %
+/// more server CPU per GB in fan-out to slow readers (docs/benchmarks.md).
+pub const ARCHIVE_READ_BYTES: usize = 256 * 1024;
 
 /// Per-server stream settings (from the config's `sse` section).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
