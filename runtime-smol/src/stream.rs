@@ -14,7 +14,7 @@ use spout_core::feed::ListSubscriber;
 use spout_core::gzip::BodyEncoder;
 use spout_core::http::{self, ResponseHead, StreamFraming};
 use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
-use spout_core::subscriber::{Next, Subscriber};
+use spout_core::subscriber::{self, Next, Subscriber};
 use spout_core::JobId;
 use spout_sys::archive::EventsReader;
 use spout_sys::driver::{log, Shared};
@@ -86,12 +86,16 @@ impl Waiting {
     /// or it has fired: each write moves the core's deadline (the next heartbeat)
     /// later, and a wake-up at the older deadline is harmless (the core answers
     /// with the newer one). So a busy stream does not make a timer per event.
+    /// Deadlines are coalesced into the core's wake slices
+    /// (`subscriber::WAKE_SLICE`): idle streams share their wake-ups.
     async fn wait(
         &mut self,
         listener: event_listener::EventListener,
         deadline: Option<Instant>,
     ) -> bool {
         if let Some(t) = deadline {
+            // Rounded up, so that streams due together wake together.
+            let t = subscriber::coalesce(t, clock::epoch());
             if self.armed.is_none_or(|armed| t < armed) {
                 self.timer.set_at(t);
                 self.armed = Some(t);
