@@ -4,7 +4,8 @@
 //!
 //! A stream finds its job's slot once and then locks only that job, for one core
 //! call at a time; the registry is locked again only to unsubscribe. Files are read
-//! on smol's blocking pool (`smol::unblock`), never on the executor.
+//! on smol's blocking pool (`smol::unblock`), except archive reads that the page
+//! cache holds whole (`EventsReader::read_cached`, which never waits for a disk).
 
 use crate::clock;
 use futures_lite::{future, AsyncWriteExt};
@@ -219,20 +220,30 @@ pub async fn events(
                 dropped = !waiting.wait(listener, deadline).await;
             }
             Next::ReadArchive { offset, first, len } => {
-                let (kept, back, read) = read_archive(
-                    shared,
-                    id,
-                    reader.take(),
-                    std::mem::take(&mut archive_buf),
-                    offset,
-                    len,
-                )
-                .await;
-                (reader, archive_buf) = (kept, back);
-                let n = read.unwrap_or_else(|e| {
-                    log(&format!("job {id}: archive read failed: {e}"));
-                    0
-                });
+                // Here on the executor when the page cache holds all of it (no
+                // disk wait, no hand-off); otherwise on the blocking pool.
+                let cached = reader
+                    .as_ref()
+                    .and_then(|r: &EventsReader| r.read_cached(offset, len, &mut archive_buf));
+                let n = match cached {
+                    Some(n) => n,
+                    None => {
+                        let (kept, back, read) = read_archive(
+                            shared,
+                            id,
+                            reader.take(),
+                            std::mem::take(&mut archive_buf),
+                            offset,
+                            len,
+                        )
+                        .await;
+                        (reader, archive_buf) = (kept, back);
+                        read.unwrap_or_else(|e| {
+                            log(&format!("job {id}: archive read failed: {e}"));
+                            0
+                        })
+                    }
+                };
                 let bytes = &archive_buf[..n];
                 sub.handle_archive(slot.lock().log(), offset, first, bytes, &mut buf);
                 if !framing.is_empty(&buf) {
