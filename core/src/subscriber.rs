@@ -53,8 +53,11 @@ pub const ARCHIVE_FIRST_READ_BYTES: usize = 32 * 1024;
 /// The largest sequential archive read: reads double from
 /// [`ARCHIVE_FIRST_READ_BYTES`] up to this while a stream walks the archive (a
 /// single larger record gets a read of its own size). Every byte read is used:
-/// each record is read, checked and sent once.
-pub const ARCHIVE_READ_BYTES: usize = 1024 * 1024;
+/// each record is read, checked and sent once. Small enough that a read, its
+/// check and its copy stay in the core's cache, and that a lagging subscriber's
+/// two buffers (the read and what it sends) stay small: 1 MiB reads cost ~25 %
+/// more server CPU per GB in fan-out to slow readers (docs/benchmarks.md).
+pub const ARCHIVE_READ_BYTES: usize = 256 * 1024;
 
 /// How many entries one [`Next::ReadStream`] asks for.
 pub const STREAM_READ_COUNT: usize = 512;
@@ -151,6 +154,30 @@ pub enum Next {
 #[must_use]
 pub fn jittered_retry(retry_ms: u64, jitter: u32) -> u64 {
     retry_ms.saturating_mul(80 + u64::from(jitter % 41)) / 100
+}
+
+/// How late a runtime may wake a waiting stream: stream deadlines (heartbeats)
+/// are rounded up to the next multiple of this since a fixed instant
+/// ([`coalesce`]), so that streams due within the same slice share one wake-up of
+/// the server instead of one each (10,000 idle streams then cost ~16 wake-ups a
+/// second, not 10,000).
+pub const WAKE_SLICE: Duration = Duration::from_millis(64);
+
+/// The instant a runtime wakes for `deadline`: `deadline` rounded up to the next
+/// multiple of [`WAKE_SLICE`] after `epoch` (a fixed instant the runtime picks
+/// once, the same for every stream). Never earlier than `deadline`, at most one
+/// slice later; a deadline before `epoch` is kept as it is.
+#[must_use]
+pub fn coalesce(deadline: Instant, epoch: Instant) -> Instant {
+    let Some(since) = deadline.checked_duration_since(epoch) else {
+        return deadline;
+    };
+    let slice = WAKE_SLICE.as_nanos();
+    let rounded = since.as_nanos().div_ceil(slice).saturating_mul(slice);
+    u64::try_from(rounded)
+        .ok()
+        .and_then(|n| epoch.checked_add(Duration::from_nanos(n)))
+        .unwrap_or(deadline)
 }
 
 /// One connection's cursor into a job log. See the module docs for its rules.
@@ -660,6 +687,52 @@ pub fn output_text(wire: &[u8], out: &mut Vec<u8>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn deadlines_round_up_to_the_next_slice_boundary() {
+        let epoch = t0();
+        assert_eq!(coalesce(epoch, epoch), epoch);
+        assert_eq!(coalesce(epoch + ms(1), epoch), epoch + ms(64));
+        assert_eq!(coalesce(epoch + ms(64), epoch), epoch + ms(64));
+        assert_eq!(coalesce(epoch + ms(65), epoch), epoch + ms(128));
+        let d = epoch + Duration::from_nanos(15_000_000_001);
+        assert_eq!(coalesce(d, epoch), epoch + ms(15_040));
+    }
+
+    #[test]
+    fn a_wake_up_is_never_early_and_at_most_one_slice_late() {
+        let epoch = t0();
+        for n in 0..2_000u64 {
+            let d = epoch + Duration::from_micros(n * 997);
+            let w = coalesce(d, epoch);
+            assert!(w >= d && w - d < WAKE_SLICE, "{n}");
+        }
+        // Streams due in the same slice share their wake-up.
+        assert_eq!(
+            coalesce(epoch + ms(70), epoch),
+            coalesce(epoch + ms(127), epoch)
+        );
+    }
+
+    #[test]
+    fn a_deadline_before_the_epoch_is_kept() {
+        let epoch = t0() + ms(100);
+        assert_eq!(coalesce(epoch - ms(30), epoch), epoch - ms(30));
     }
 }
 

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 
-/// How much one read asks the socket for (a stack buffer: connection threads
-/// have 256 KiB stacks).
+/// How much one read asks the socket for. On the heap, for the length of one
+/// [`Conn::next`]: a stack buffer's pages would stay resident in the thread's stack
+/// for the whole life of the connection (8 KiB of every idle subscriber).
 const READ_CHUNK: usize = 8 * 1024;
 
 /// One connection's socket.
@@ -48,7 +49,7 @@ impl Conn {
     /// [`Event`] for the caller; `None` once the connection is over (closed by the
     /// core, by the peer, or by a socket error).
     pub fn next(&mut self, http: &mut ServerConn) -> Option<Event> {
-        let mut chunk = [0u8; READ_CHUNK];
+        let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             // 1. Write what the connection yields (`100 Continue`, answers).
             while let Some(bytes) = http.poll_transmit() {

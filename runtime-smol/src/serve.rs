@@ -120,10 +120,56 @@ async fn shutdown(shared: &Shared, cluster: Option<&Arc<Cluster>>) {
     log("stopped");
 }
 
-/// One connection: requests in, the core's answers out, until either side closes.
-/// The core's [`ServerConn`] reads the requests; this loop asks the registry and
-/// passes its answers back.
+/// One connection: requests in, the core's answers out, until either side closes
+/// or a long response (an event stream, a raw log) takes the connection over.
+///
+/// The long response is served once the request loop's state (its HTTP state,
+/// heads, buffers) is gone: the task of an idle subscriber holds only what its
+/// stream needs (~1 KB less per subscriber).
 async fn connection(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>, stream: TcpStream) {
+    let Some((reply, version)) = requests(&shared, cluster.as_ref(), &stream).await else {
+        return;
+    };
+    let framing = StreamFraming::for_version(version);
+    match reply {
+        Reply::Stream {
+            head,
+            job,
+            subscriber,
+        } => {
+            stream::events(
+                &shared,
+                cluster.as_ref(),
+                &stream,
+                head,
+                framing,
+                job,
+                subscriber,
+            )
+            .await;
+        }
+        Reply::JobList { head, subscriber } => {
+            stream::job_list(&shared, &stream, head, framing, subscriber).await;
+        }
+        Reply::RawLog {
+            head,
+            job,
+            follow,
+            body,
+        } => stream::raw_log(&shared, &stream, head, framing, job, follow, body).await,
+        _ => {}
+    }
+}
+
+/// The request loop of [`connection`]: the core's [`ServerConn`] reads the
+/// requests; this loop asks the registry and passes its answers back. Returns a
+/// long response for [`connection`] to serve (with the request's HTTP minor
+/// version), or `None` when the connection is over.
+async fn requests(
+    shared: &Arc<Shared>,
+    cluster: Option<&Arc<Cluster>>,
+    stream: &TcpStream,
+) -> Option<(Reply, u8)> {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
@@ -163,10 +209,10 @@ async fn connection(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>, stream: 
             }
             Event::Body(body) => match pending.take() {
                 Some((head, a)) => (head, a, body),
-                None => return,
+                None => return None,
             },
         };
-        if let Some(cluster) = &cluster {
+        if let Some(cluster) = cluster {
             // Another server's job, or the list of every server's: from Redis, on
             // the blocking pool.
             let unknown = shared.lock().unknown_job(admitted.route);
@@ -202,9 +248,9 @@ async fn connection(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>, stream: 
                 job,
                 plan,
             } => {
-                if let Some(cluster) = &cluster {
+                if let Some(cluster) = cluster {
                     // Lease, record and index before the 201.
-                    let cluster = cluster.clone();
+                    let cluster = Arc::clone(cluster);
                     smol::unblock(move || cluster.own(job)).await;
                 }
                 // The job's record is written before its 201 leaves.
@@ -213,7 +259,7 @@ async fn connection(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>, stream: 
             }
             Reply::Stopping { response, job } => {
                 let remote = shared.lock().is_remote(job);
-                match &cluster {
+                match cluster {
                     Some(cluster) if remote => {
                         let cluster = cluster.clone();
                         let _ = smol::unblock(move || cluster.forward_stop(job)).await;
@@ -222,48 +268,12 @@ async fn connection(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>, stream: 
                 }
                 response
             }
-            Reply::Stream {
-                head,
-                job,
-                subscriber,
-            } => {
-                stream::events(
-                    &shared,
-                    cluster.as_ref(),
-                    &stream,
-                    head,
-                    StreamFraming::for_version(version),
-                    job,
-                    subscriber,
-                )
-                .await;
-                return;
+            long @ (Reply::Stream { .. } | Reply::JobList { .. } | Reply::RawLog { .. }) => {
+                return Some((long, version));
             }
-            Reply::JobList { head, subscriber } => {
-                let framing = StreamFraming::for_version(version);
-                stream::job_list(&shared, &stream, head, framing, subscriber).await;
-                return;
-            }
-            Reply::RawLog {
-                head,
-                job,
-                follow,
-                body,
-            } => {
-                stream::raw_log(
-                    &shared,
-                    &stream,
-                    head,
-                    StreamFraming::for_version(version),
-                    job,
-                    follow,
-                    body,
-                )
-                .await;
-                return;
-            }
-            _ => return,
+            _ => return None,
         };
         http_conn.handle_response(&response, clock::now());
     }
+    None
 }

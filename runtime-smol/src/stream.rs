@@ -4,37 +4,45 @@
 //!
 //! A stream finds its job's slot once and then locks only that job, for one core
 //! call at a time; the registry is locked again only to unsubscribe. Files are read
-//! on smol's blocking pool (`smol::unblock`), never on the executor.
+//! on smol's blocking pool (`smol::unblock`), except archive reads that the page
+//! cache holds whole (`EventsReader::read_cached`, which never waits for a disk).
 
 use crate::clock;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncWriteExt};
 use smol::net::TcpStream;
-use smol::Timer;
+use smol::{Async, Timer};
 use spout_core::feed::ListSubscriber;
 use spout_core::gzip::BodyEncoder;
 use spout_core::http::{self, ResponseHead, StreamFraming};
 use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
-use spout_core::subscriber::{Next, Subscriber};
+use spout_core::subscriber::{self, Next, Subscriber};
 use spout_core::JobId;
 use spout_sys::archive::EventsReader;
 use spout_sys::cluster::Cluster;
 use spout_sys::driver::{log, Shared};
 use std::fs::File;
-use std::io;
+use std::io::{self, Read as _};
 use std::os::unix::fs::FileExt;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Writes `bytes`, giving up after the core's write timeout (a client that stops
 /// reading is dropped rather than held forever). Returns whether it worked.
+///
+/// The timeout's timer is made only when the socket does not take everything at
+/// once: a timer costs a wake-up of the reactor, and most writes complete at once.
 async fn send(stream: &mut TcpStream, bytes: &[u8]) -> bool {
-    let write = async {
+    let mut write = pin!(async {
         stream
             .write_all(bytes)
             .await
             .and(stream.flush().await)
             .is_ok()
-    };
+    });
+    if let Some(done) = future::poll_once(write.as_mut()).await {
+        return done;
+    }
     let timeout = async {
         Timer::after(http::WRITE_TIMEOUT).await;
         false
@@ -54,43 +62,85 @@ async fn send_chunk(
     send(stream, frame).await
 }
 
-/// Waits for a wake-up, the deadline, or the client closing its side (the only
-/// way to notice a vanished client between writes). Returns false if it left.
-async fn wait(
-    stream: &TcpStream,
-    listener: event_listener::EventListener,
-    deadline: Option<Instant>,
-) -> bool {
-    let woken = async {
-        match deadline {
-            Some(t) => {
-                future::or(
-                    async {
-                        listener.await;
-                    },
-                    async {
-                        Timer::at(t).await;
-                    },
-                )
-                .await
-            }
-            None => listener.await,
+/// What a long response keeps from one wait to the next, so that waiting costs no
+/// system call when nothing happened: the deadline's timer, and the client's socket
+/// for noticing its departure.
+struct Waiting {
+    /// Armed at `armed`, or not armed.
+    timer: Timer,
+    armed: Option<Instant>,
+    socket: Arc<Async<std::net::TcpStream>>,
+}
+
+impl Waiting {
+    fn new(stream: &TcpStream) -> Waiting {
+        Waiting {
+            timer: Timer::never(),
+            armed: None,
+            socket: stream.clone().into(),
         }
-        true
-    };
-    let gone = async {
-        let mut probe = stream.clone();
-        let mut byte = [0u8; 1];
-        loop {
-            match probe.read(&mut byte).await {
-                // Anything a client sends during a stream is ignored; EOF or an
-                // error means it is gone.
-                Ok(n) if n > 0 => continue,
-                _ => return false,
+    }
+
+    /// Waits for a wake-up, the deadline, or the client closing its side (the only
+    /// way to notice a vanished client between writes). Returns false if it left.
+    ///
+    /// The timer is re-armed only when `deadline` is earlier than the one it holds
+    /// or it has fired: each write moves the core's deadline (the next heartbeat)
+    /// later, and a wake-up at the older deadline is harmless (the core answers
+    /// with the newer one). So a busy stream does not make a timer per event.
+    /// Deadlines are coalesced into the core's wake slices
+    /// (`subscriber::WAKE_SLICE`): idle streams share their wake-ups.
+    async fn wait(
+        &mut self,
+        listener: event_listener::EventListener,
+        deadline: Option<Instant>,
+    ) -> bool {
+        if let Some(t) = deadline {
+            // Rounded up, so that streams due together wake together.
+            let t = subscriber::coalesce(t, clock::epoch());
+            if self.armed.is_none_or(|armed| t < armed) {
+                self.timer.set_at(t);
+                self.armed = Some(t);
             }
         }
-    };
-    future::or(woken, gone).await
+        let (timer, armed, socket) = (&mut self.timer, &mut self.armed, &self.socket);
+        let woken = future::or(
+            async {
+                listener.await;
+                true
+            },
+            async {
+                timer.await;
+                *armed = None;
+                true
+            },
+        );
+        let gone = async {
+            let mut byte = [0u8; 1];
+            loop {
+                // Readiness first: no read is tried while nothing came (the
+                // interest stays registered from wait to wait).
+                if future::poll_fn(|cx| socket.poll_readable(cx))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                match socket.get_ref().read(&mut byte) {
+                    // Anything a client sends during a stream is ignored; EOF or
+                    // an error means it is gone.
+                    Ok(n) if n > 0 => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) => {}
+                    _ => return false,
+                }
+            }
+        };
+        future::or(woken, gone).await
+    }
 }
 
 /// Reads `len` bytes at `offset` of job `id`'s event archive into `buf` on the
@@ -162,6 +212,7 @@ pub async fn events(
     let mut buf = Vec::new();
     let mut reader = None;
     let mut archive_buf = Vec::new();
+    let mut waiting = Waiting::new(stream);
     let mut counted = 0;
     while !dropped {
         // The subscriber appends after room for the chunk-size line: one copy of
@@ -180,23 +231,33 @@ pub async fn events(
             Next::Wrote => dropped = !send(&mut w, framing.finish(&mut buf)).await,
             Next::Wait(deadline) => {
                 shrink(&mut buf, &mut archive_buf);
-                dropped = !wait(stream, listener, deadline).await;
+                dropped = !waiting.wait(listener, deadline).await;
             }
             Next::ReadArchive { offset, first, len } => {
-                let (kept, back, read) = read_archive(
-                    shared,
-                    id,
-                    reader.take(),
-                    std::mem::take(&mut archive_buf),
-                    offset,
-                    len,
-                )
-                .await;
-                (reader, archive_buf) = (kept, back);
-                let n = read.unwrap_or_else(|e| {
-                    log(&format!("job {id}: archive read failed: {e}"));
-                    0
-                });
+                // Here on the executor when the page cache holds all of it (no
+                // disk wait, no hand-off); otherwise on the blocking pool.
+                let cached = reader
+                    .as_ref()
+                    .and_then(|r: &EventsReader| r.read_cached(offset, len, &mut archive_buf));
+                let n = match cached {
+                    Some(n) => n,
+                    None => {
+                        let (kept, back, read) = read_archive(
+                            shared,
+                            id,
+                            reader.take(),
+                            std::mem::take(&mut archive_buf),
+                            offset,
+                            len,
+                        )
+                        .await;
+                        (reader, archive_buf) = (kept, back);
+                        read.unwrap_or_else(|e| {
+                            log(&format!("job {id}: archive read failed: {e}"));
+                            0
+                        })
+                    }
+                };
                 let bytes = &archive_buf[..n];
                 sub.handle_archive(slot.lock().log(), offset, first, bytes, &mut buf);
                 if !framing.is_empty(&buf) {
@@ -239,6 +300,7 @@ pub async fn job_list(
     framing.adapt(&mut head);
     head.encode(&mut buf);
     let mut dropped = !send(&mut w, &buf).await;
+    let mut waiting = Waiting::new(stream);
     let mut counted = 0;
     while !dropped {
         framing.begin(&mut buf);
@@ -251,7 +313,7 @@ pub async fn job_list(
                 shared.record_sent(0, buf.len() as u64);
                 dropped = !send(&mut w, framing.finish(&mut buf)).await;
             }
-            Next::Wait(deadline) => dropped = !wait(stream, listener, deadline).await,
+            Next::Wait(deadline) => dropped = !waiting.wait(listener, deadline).await,
             Next::End | Next::ReadArchive { .. } | Next::ReadStream { .. } => {
                 let _ = send(&mut w, framing.end()).await;
                 break;
@@ -322,6 +384,7 @@ pub async fn raw_log(
     };
     let mut offset = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut waiting = Waiting::new(stream);
     loop {
         let listener = slot.listen();
         let next = raw_log_next(Some(&slot.lock()), offset, limit);
@@ -357,12 +420,9 @@ pub async fn raw_log(
                 }
             }
             LogNext::Wait => {
-                if !wait(
-                    stream,
-                    listener,
-                    Some(clock::now() + Duration::from_secs(15)),
-                )
-                .await
+                if !waiting
+                    .wait(listener, Some(clock::now() + Duration::from_secs(15)))
+                    .await
                 {
                     return;
                 }

@@ -13,6 +13,7 @@
 //! Every error names the path it concerns and keeps the OS error's kind, so a caller
 //! can still match `NotFound` and a user reads which file failed.
 
+use rustix::io::ReadWriteFlags;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -414,6 +415,25 @@ impl EventsReader {
         Ok(filled)
     }
 
+    /// Like [`EventsReader::read_into`], but only from the page cache: all `max`
+    /// bytes at `offset` if the kernel holds every one of them already
+    /// (`preadv2` with `RWF_NOWAIT`), so that an async runtime can read on its
+    /// executor without ever waiting for a disk (and without a hand-off to a
+    /// blocking pool and back for every read of a lagging stream). `None` when
+    /// any of it would come from the disk, the read comes short (the end of the
+    /// file), or the kernel or file system cannot tell: then read with
+    /// [`EventsReader::read_into`] off the executor.
+    pub fn read_cached(&self, offset: u64, max: usize, buf: &mut Vec<u8>) -> Option<usize> {
+        if buf.len() < max {
+            buf.resize(max, 0);
+        }
+        let mut slices = [io::IoSliceMut::new(&mut buf[..max])];
+        match rustix::io::preadv2(&self.file, &mut slices, offset, ReadWriteFlags::NOWAIT) {
+            Ok(n) if n == max && max > 0 => Some(n),
+            _ => None,
+        }
+    }
+
     /// The file's current length.
     ///
     /// # Errors
@@ -512,6 +532,17 @@ mod tests {
         // The reader sees appends made after it was opened.
         job.append_events(b"three;").unwrap();
         assert_eq!(reader.read_at(22, 100).unwrap(), b"three;");
+
+        // From the page cache: the whole range or nothing, never a short read
+        // (a file system that cannot tell gives nothing, and the caller reads
+        // with read_into).
+        let mut buf = Vec::new();
+        if let Some(n) = reader.read_cached(7, 4, &mut buf) {
+            assert_eq!(&buf[..n], b"one;");
+        }
+        assert_eq!(reader.read_cached(22, 100, &mut buf), None);
+        assert_eq!(reader.read_cached(500, 100, &mut buf), None);
+        assert_eq!(reader.read_cached(0, 0, &mut buf), None);
     }
 
     #[test]
