@@ -440,6 +440,21 @@ impl Cluster {
 
     // ---- threads ----
 
+    /// A reader thread's connection, made again when it has none; `None` (after
+    /// waiting one tick) while Redis cannot be reached.
+    fn connection<'a>(&self, store: &'a mut Option<RedisStore>) -> Option<&'a mut RedisStore> {
+        if store.is_none() {
+            match RedisStore::connect(&self.url, COMMAND_TIMEOUT) {
+                Ok(s) => *store = Some(s),
+                Err(_) => {
+                    thread::sleep(TICK);
+                    return None;
+                }
+            }
+        }
+        store.as_mut()
+    }
+
     /// The watch thread: Redis up/down, the command check, lost owners.
     fn watch(self: Arc<Cluster>, mut store: Option<RedisStore>, mut checked: bool) {
         let mut connected_since = store.as_ref().map(|_| Instant::now());
@@ -601,17 +616,9 @@ impl Cluster {
         // it from its beginning, so no request sent before this thread ran is lost.
         let mut after: Option<String> = None;
         while !self.stopping() {
-            if store.is_none() {
-                match RedisStore::connect(&self.url, COMMAND_TIMEOUT) {
-                    Ok(s) => store = Some(s),
-                    Err(_) => {
-                        thread::sleep(TICK);
-                        continue;
-                    }
-                }
-            }
-            // invariant: connected just above when it was not.
-            let s = store.as_mut().expect("connected");
+            let Some(s) = self.connection(&mut store) else {
+                continue;
+            };
             let from = after.clone().unwrap_or_else(|| "0-0".to_owned());
             match s.read_ctl(&self.server, &from, READ_BLOCK) {
                 Ok(requests) => {
@@ -654,17 +661,9 @@ impl Cluster {
             let Some(slot) = self.shared.slot(id) else {
                 break; // dropped by retention
             };
-            if store.is_none() {
-                match RedisStore::connect(&self.url, COMMAND_TIMEOUT) {
-                    Ok(s) => store = Some(s),
-                    Err(_) => {
-                        thread::sleep(TICK);
-                        continue;
-                    }
-                }
-            }
-            // invariant: connected just above when it was not.
-            let s = store.as_mut().expect("connected");
+            let Some(s) = self.connection(&mut store) else {
+                continue;
+            };
             match s.read_blocking(&keys, cursor, READ_COUNT, READ_BLOCK) {
                 Ok(entries) => {
                     if feed(&slot, &entries, &mut cursor) {
