@@ -920,6 +920,24 @@ cluster_cases!(
         let followers: Vec<(usize, Follower)> = (0..N)
             .map(|i| (i % 3, Follower::open(c.addr(i % 3), &id, None)))
             .collect();
+        // One Redis reader per followed job per server, never one per subscriber:
+        // each server holds a few connections of its own (watch, control, request
+        // path) and one per job it pushes or follows, whatever its subscribers.
+        let info = c
+            .redis
+            .command(&["INFO", "clients"])
+            .unwrap()
+            .text()
+            .unwrap();
+        let clients: usize = info
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no connected_clients in {info:?}"));
+        assert!(
+            clients <= 3 * 5 + 1,
+            "{clients} Redis connections for 3 servers and {N} subscribers on one job"
+        );
         let all: Vec<(usize, Vec<Dispatched>, usize)> = std::thread::scope(|s| {
             let handles: Vec<_> = followers
                 .into_iter()
