@@ -190,7 +190,40 @@ struct Measured {
     servers: Vec<(f64, Vec<Seen>)>,
     /// redis-server's CPU seconds over the same span, when there is one.
     redis_cpu_s: Option<f64>,
+    /// What Redis served over the same span, when there is one.
+    redis_use: Option<RedisUse>,
     errors: Vec<String>,
+}
+
+/// Redis's own account of the servers' use of it: whether there is one reader per
+/// job and server (not one per subscriber), and whether appends are batched.
+struct RedisUse {
+    /// `connected_clients` once every subscriber is connected.
+    clients: u64,
+    /// Calls of `EVAL`/`EVALSHA` (the owner's appends).
+    appends: u64,
+    /// Calls of `XREAD`/`XRANGE` (the followers' reads).
+    reads: u64,
+}
+
+impl Redis {
+    /// `FIELD:VALUE` of an `INFO` section, as a number (the first number of it).
+    fn info_number(&self, section: &str, field: &str) -> Result<u64, String> {
+        let info = self.text(&["INFO", section])?;
+        info.lines()
+            .find_map(|l| {
+                let v = l.strip_prefix(field)?.strip_prefix(':')?;
+                let v = v.strip_prefix("calls=").unwrap_or(v);
+                v.split([',', '\r']).next()?.trim().parse().ok()
+            })
+            .map_or(Ok(0), Ok)
+    }
+
+    fn calls(&self, commands: &[&str]) -> Result<u64, String> {
+        commands.iter().try_fold(0, |sum, c| {
+            Ok(sum + self.info_number("commandstats", &format!("cmdstat_{c}"))?)
+        })
+    }
 }
 
 /// Starts `servers` servers of `target` (two share a fresh Redis), a job of `args` on
@@ -253,6 +286,13 @@ fn measure(
         std::thread::sleep(Duration::from_millis(5));
     }
     let cpu0: Vec<f64> = started.iter().map(Server::cpu_s).collect();
+    let clients = match &redis {
+        Some(r) => {
+            r.command(&["CONFIG", "RESETSTAT"])?;
+            Some(r.info_number("clients", "connected_clients")?)
+        }
+        None => None,
+    };
     let redis0 = redis.as_ref().map(Redis::cpu_s);
     let t0 = Instant::now();
     std::fs::write(&go, b"").map_err(|e| e.to_string())?;
@@ -276,10 +316,19 @@ fn measure(
         .map(|(s, c0)| s.cpu_s() - c0)
         .collect();
     let redis_cpu_s = redis.as_ref().zip(redis0).map(|(r, c0)| r.cpu_s() - c0);
+    let redis_use = match (&redis, clients) {
+        (Some(r), Some(clients)) => Some(RedisUse {
+            clients,
+            appends: r.calls(&["eval", "evalsha"])?,
+            reads: r.calls(&["xread", "xrange"])?,
+        }),
+        _ => None,
+    };
     Ok(Measured {
         wall_s,
         servers: cpu.into_iter().zip(seen).collect(),
         redis_cpu_s,
+        redis_use,
         errors,
     })
 }
@@ -331,6 +380,7 @@ fn fanout(ctx: &Ctx, runtimes: &[&Target]) -> String {
         "other server CPU s per GB",
         "redis-server CPU s per GB",
         "all processes CPU s per GB",
+        "Redis clients; appends (events each); reads",
         "complete, in order",
     ];
     let mut rows = Vec::new();
@@ -369,6 +419,22 @@ fn fanout(ctx: &Ctx, runtimes: &[&Target]) -> String {
                     server_cell(1),
                     m.redis_cpu_s.map_or("–".to_owned(), |c| per_gb(c, all_gb)),
                     per_gb(all_cpu, all_gb),
+                    m.redis_use.as_ref().map_or("–".to_owned(), |u| {
+                        let events = m
+                            .servers
+                            .iter()
+                            .flat_map(|(_, v)| v)
+                            .map(|x| x.events)
+                            .max()
+                            .unwrap_or(0);
+                        format!(
+                            "{}; {} ({:.0}); {}",
+                            u.clients,
+                            u.appends,
+                            events as f64 / u.appends.max(1) as f64,
+                            u.reads
+                        )
+                    }),
                     errors_cell(&m.errors),
                 ]
             });
@@ -386,7 +452,13 @@ fn fanout(ctx: &Ctx, runtimes: &[&Target]) -> String {
          on B, which follows the job from Redis (one reader per job, `XREAD BLOCK`). A \
          server's CPU s per GB is its CPU over the GB its own subscribers received; \
          redis-server's and \"all processes\" are over the GB all subscribers received \
-         (the generator's CPU is not counted). Thread-per-subscriber client, every event \
+         (the generator's CPU is not counted). Redis column: `connected_clients` once every \
+         subscriber is connected (the bench's own `INFO` connection included; each \
+         server's: one reader per followed job, not one per subscriber, plus its pusher, \
+         watch and control connections), \
+         then `INFO commandstats` over the job: `EVAL` calls (the owner's batched \
+         appends) with the output events each carried, and `XREAD`/`XRANGE` calls (the \
+         other server's reads). Thread-per-subscriber client, every event \
          parsed and checked (ids consecutive, every line once, in order).",
     )
 }
@@ -507,12 +579,13 @@ fn memory(ctx: &Ctx, runtimes: &[&Target]) -> String {
         "used_memory growth MB",
         "bytes per event",
         "bytes per 100-B line",
+        "stream's MEMORY USAGE per event",
     ];
     let mut rows = Vec::new();
     for target in runtimes {
         for (label, lines, args) in &jobs {
             eprintln!("-- {}, redis memory, {label}", target.name);
-            let row = memory_of(ctx, target, args).map(|(events, grew)| {
+            let row = memory_of(ctx, target, args).map(|(events, grew, stream)| {
                 vec![
                     target.name.clone(),
                     label.clone(),
@@ -524,6 +597,7 @@ fn memory(ctx: &Ctx, runtimes: &[&Target]) -> String {
                     format!("{:.2}", grew as f64 / 1e6),
                     format!("{:.0}", grew as f64 / events.max(1) as f64),
                     format!("{:.0}", grew as f64 / (*lines).max(1) as f64),
+                    format!("{:.0}", stream as f64 / events.max(1) as f64),
                 ]
             });
             rows.push(row.unwrap_or_else(|e| {
@@ -539,17 +613,20 @@ fn memory(ctx: &Ctx, runtimes: &[&Target]) -> String {
          before the job and after its `exit` is in the stream (the record's `last_id` \
          equals the job's last event id, and `XLEN` equals it too: nothing lost, nothing \
          twice), divided by the stream's length (`start`, the output events, `exit`) and by \
-         the lines written. The server reads what the pipe holds, so an event carries as \
+         the lines written; the last column is the stream key alone (`MEMORY USAGE KEY \
+         SAMPLES 0`). The server reads what the pipe holds, so an event carries as \
          many lines as were written since its last read (column 4): the first job paces \
-         its writes, the second writes 64 KiB blocks. The growth includes the job's \
-         record, lease and index entry (a few hundred bytes in all). `redis_max_events` \
+         its writes, the second writes 64 KiB blocks. The growth also holds what \
+         does not grow with the job (the job's record, lease and index entry, the append \
+         script, client buffers: a few hundred KB here), so the last column is the \
+         figure per event. `redis_max_events` \
          (100000) is above both jobs' sizes, so nothing is trimmed.",
     )
 }
 
 /// Runs one job of `args` on a server of `target` with a fresh Redis; returns (events
-/// in the stream, `used_memory` growth in bytes).
-fn memory_of(ctx: &Ctx, target: &Target, args: &[String]) -> Result<(u64, u64), String> {
+/// in the stream, `used_memory` growth, the stream key's `MEMORY USAGE`), in bytes.
+fn memory_of(ctx: &Ctx, target: &Target, args: &[String]) -> Result<(u64, u64, u64), String> {
     let redis = Redis::start(&ctx.tmp)?;
     let settings = Settings {
         heartbeat_s: 15,
@@ -583,13 +660,17 @@ fn memory_of(ctx: &Ctx, target: &Target, args: &[String]) -> Result<(u64, u64), 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let events: u64 = redis
-        .text(&["XLEN", &format!("spout:{{{}}}:events", job.id)])?
-        .parse()
-        .map_err(|e| format!("XLEN: {e}"))?;
     let after = redis.used_memory()?;
+    let stream = format!("spout:{{{}}}:events", job.id);
+    let number = |args: &[&str]| -> Result<u64, String> {
+        let t = redis.text(args)?;
+        t.parse().map_err(|e| format!("{args:?}: {t:?}: {e}"))
+    };
+    let events = number(&["XLEN", &stream])?;
+    // SAMPLES 0: every entry counted, not an estimate from a few.
+    let usage = number(&["MEMORY", "USAGE", &stream, "SAMPLES", "0"])?;
     if events != last {
         return Err(format!("the stream holds {events} events of {last}"));
     }
-    Ok((events, after.saturating_sub(before)))
+    Ok((events, after.saturating_sub(before), usage))
 }
