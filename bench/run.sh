@@ -30,6 +30,7 @@ cleanup() {
     pids="$(jobs -p)"
     [ -n "$pids" ] && kill $pids 2>/dev/null || true
     for p in "$tmp"/*/nginx.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done || true
+    for p in "$tmp"/redis-*/redis.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT

@@ -77,6 +77,9 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(&dir)
+            // For bench/run.sh's exit trap, should the bench itself be killed.
+            .arg("--pidfile")
+            .arg(dir.join("redis.pid"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -137,8 +140,24 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM, so it removes its pid file and socket; SIGKILL if it lingers. Then
+        // the directory goes, so no stale pid file is left for run.sh's trap.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + Duration::from_secs(5);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(dir) = self.socket.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
