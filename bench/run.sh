@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The one command of the benchmark suite (see docs/benchmarks.md):
 #
-#   bench/run.sh [--quick] [--only fanout,latency,idle,resume,bounded,micro]
+#   bench/run.sh [--quick] [--only fanout,latency,idle,resume,bounded,micro,cluster]
 #                [--client one-thread|threads|both]
 #
 # Installs the peers (Debian nginx + libnginx-mod-nchan, npm express), builds spout
 # and the bench in release mode, runs every scenario against every target on
 # loopback, and writes the results into docs/benchmarks.md between the
-# "results" markers (plus the date, machine and exact command). Every process it
-# starts is stopped on exit.
+# "results" markers (plus the date, machine and exact command); the cluster
+# scenario's tables (spout servers sharing a redis-server) go between the
+# "cluster-results" markers, so each section is rewritten only by a run that
+# measured it. Every process it starts is stopped on exit.
 #
 # Runtimes: every spout runtime binary found in target/release is measured. A new
 # runtime is one more entry in RUNTIMES below (name=binary[,KEY=VAL…] for an
@@ -28,6 +30,7 @@ cleanup() {
     pids="$(jobs -p)"
     [ -n "$pids" ] && kill $pids 2>/dev/null || true
     for p in "$tmp"/*/nginx.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done || true
+    for p in "$tmp"/redis-*/redis.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -45,6 +48,11 @@ if ! command -v node >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 nodejs npm >/dev/null
 fi
 (cd "$here/peers/express" && npm ci --no-audit --no-fund --silent)
+# The cluster scenario's shared store (Debian package, as in CI).
+if ! command -v redis-server >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 redis-server >/dev/null
+fi
 
 # --- builds ---
 (cd "$root" && cargo build --release --workspace --bins -q)
@@ -73,31 +81,43 @@ if [ "$(ulimit -n)" -lt 12000 ]; then
 fi
 
 results="$tmp/results.md"
+loadavg="$(cut -d' ' -f1-3 /proc/loadavg)"
 "$here/target/release/bench" "$@" --gen "$here/target/release/gen" --tmp "$tmp" \
     --out "$results" "${targets[@]}"
 
 # --- write the results into docs/benchmarks.md ---
 doc="$root/docs/benchmarks.md"
-{
-    echo "<!-- results:begin (written by bench/run.sh; do not edit by hand) -->"
-    echo
-    echo "Command: \`$cmdline\` — run on $(date -u +%Y-%m-%d) at $(date -u +%H:%M) UTC."
-    echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'),"
-    echo "$(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), Linux $(uname -r),"
-    echo "nginx $(nginx -v 2>&1 | sed 's|.*/||'), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'),"
-    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared; see the notes),"
-    echo "node $(node --version), express $(node -p "require('$here/peers/express/node_modules/express/package.json').version")."
-    echo
-    cat "$results"
-    echo "<!-- results:end -->"
-} >"$tmp/section.md"
-if grep -q '<!-- results:begin' "$doc" 2>/dev/null; then
-    awk -v f="$tmp/section.md" '
-        /<!-- results:begin/ { while ((getline l < f) > 0) print l; skip = 1; next }
-        /<!-- results:end/ { skip = 0; next }
-        !skip { print }' "$doc" >"$tmp/doc.md"
-    cp "$tmp/doc.md" "$doc"
-else
-    cat "$tmp/section.md" >>"$doc"
-fi
+# write_section MARK FILE: replaces the MARK section of the doc with FILE's tables
+# (appends the section if the doc has none).
+write_section() {
+    local mark="$1" file="$2"
+    {
+        echo "<!-- $mark:begin (written by bench/run.sh; do not edit by hand) -->"
+        echo
+        echo "Command: \`$cmdline\` — run on $(date -u +%Y-%m-%d) at $(date -u +%H:%M) UTC."
+        echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'),"
+        echo "$(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), Linux $(uname -r),"
+        if [ "$mark" = cluster-results ]; then
+            echo "$(redis-server --version | sed 's/ sha=.*//'),"
+        else
+            echo "nginx $(nginx -v 2>&1 | sed 's|.*/||'), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'),"
+            echo "node $(node --version), express $(node -p "require('$here/peers/express/node_modules/express/package.json').version"),"
+        fi
+        echo "load average at start: $loadavg (the machine is shared; see the notes)."
+        echo
+        cat "$file"
+        echo "<!-- $mark:end -->"
+    } >"$tmp/section.md"
+    if grep -q "<!-- $mark:begin" "$doc" 2>/dev/null; then
+        awk -v f="$tmp/section.md" -v b="<!-- $mark:begin" -v e="<!-- $mark:end" '
+            index($0, b) == 1 { while ((getline l < f) > 0) print l; skip = 1; next }
+            index($0, e) == 1 { skip = 0; next }
+            !skip { print }' "$doc" >"$tmp/doc.md"
+        cp "$tmp/doc.md" "$doc"
+    else
+        cat "$tmp/section.md" >>"$doc"
+    fi
+}
+[ -s "$results" ] && write_section results "$results"
+[ -s "$results.cluster" ] && write_section cluster-results "$results.cluster"
 echo "bench: results written to docs/benchmarks.md" >&2

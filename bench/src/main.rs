@@ -3,13 +3,16 @@
 //! ratio of every spout runtime to the best peer.
 //!
 //! Run it through `bench/run.sh` (it builds, installs the peers and raises limits).
-//! Directly: `bench [--quick] [--only fanout,latency,idle,resume,bounded,micro]
+//! Directly: `bench [--quick] [--only fanout,latency,idle,resume,bounded,micro,cluster]
 //! --gen PATH --tmp DIR --out FILE --target NAME=spout:BIN --target NAME=express:SCRIPT
 //! --target NAME=nchan:DIR [--client one-thread|threads|both]`. A second spout runtime
 //! is one more `--target`; `NAME=spout:BIN,KEY=VAL` runs it with an environment
 //! variable set (e.g. `SMOL_THREADS=1`). Fan-out and latency run once per client mode.
+//! The cluster scenario (`cluster.rs`, needs `redis-server`) writes its tables to
+//! `OUT.cluster`.
 
 mod client;
+mod cluster;
 mod micro;
 mod target;
 
@@ -226,9 +229,26 @@ fn main() {
             }
         }
     }
+    // The cluster tables go to a section of their own (`OUT.cluster`), so a run of
+    // `--only cluster` leaves the other results in place.
+    let cluster_report = if wanted("cluster") {
+        eprintln!("== cluster");
+        let md = cluster::run(&ctx);
+        eprintln!("{md}");
+        md
+    } else {
+        String::new()
+    };
     match out {
-        Some(path) => std::fs::write(&path, report).unwrap_or_else(|e| die(&e.to_string())),
-        None => print!("{report}"),
+        Some(path) => {
+            std::fs::write(&path, report).unwrap_or_else(|e| die(&e.to_string()));
+            if !cluster_report.is_empty() {
+                let mut p = path.into_os_string();
+                p.push(".cluster");
+                std::fs::write(&p, cluster_report).unwrap_or_else(|e| die(&e.to_string()));
+            }
+        }
+        None => print!("{report}{cluster_report}"),
     }
 }
 
@@ -269,7 +289,15 @@ fn parse_target(spec: &str) -> Target {
 }
 
 fn start(ctx: &Ctx, t: &Target, heartbeat_s: u64) -> Result<Server, String> {
-    Server::start(t, &ctx.tmp, &ctx.gen, &Settings { heartbeat_s })
+    Server::start(
+        t,
+        &ctx.tmp,
+        &ctx.gen,
+        &Settings {
+            heartbeat_s,
+            redis: None,
+        },
+    )
 }
 
 fn go_file(ctx: &Ctx, name: &str) -> PathBuf {

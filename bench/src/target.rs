@@ -47,6 +47,8 @@ impl Target {
 pub struct Settings {
     /// Seconds between heartbeats.
     pub heartbeat_s: u64,
+    /// spout only: the Redis URL of cluster mode (`--redis`), none for a lone server.
+    pub redis: Option<String>,
 }
 
 /// A running server; dropping it stops it.
@@ -95,12 +97,16 @@ impl Server {
                 });
                 let cfg = dir.join("spout.json");
                 std::fs::write(&cfg, config.to_string()).map_err(|e| e.to_string())?;
-                let mut child = Command::new(bin)
-                    .envs(target.env.iter().map(|(k, v)| (k, v)))
+                let mut cmd = Command::new(bin);
+                cmd.envs(target.env.iter().map(|(k, v)| (k, v)))
                     .args(["serve", "--listen", "127.0.0.1:0", "--config"])
                     .arg(&cfg)
                     .arg("--data-dir")
-                    .arg(dir.join("data"))
+                    .arg(dir.join("data"));
+                if let Some(url) = &s.redis {
+                    cmd.arg("--redis").arg(url);
+                }
+                let mut child = cmd
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
                     .spawn()
