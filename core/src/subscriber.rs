@@ -653,10 +653,12 @@ impl Subscriber {
             self.next += 1;
             self.sent += 1;
         }
-        // A short read (the stream holds nothing more), a read that reached the
-        // window, or one that gave nothing new: what is still missing before the
-        // window is not in the stream (trimmed, or gone with its retention).
-        if entries.len() < STREAM_READ_COUNT || at_window || self.next == from {
+        // A read that reached the window, or one that gave nothing new: what is
+        // still missing before the window is not in the stream (trimmed, or gone
+        // with its retention). Not a short read that gave something: the stream
+        // may have grown since (this server's reader appended, the window moved
+        // on), so the next read asks again from where this one stopped.
+        if at_window || self.next == from {
             self.write_gap(self.next, below.saturating_sub(1), sink);
         }
     }
@@ -996,6 +998,37 @@ mod stream_tests {
             ..SubscribeParams::default()
         };
         Subscriber::open(log, &params, &StreamSettings::default(), 0, t0())
+    }
+
+    #[test]
+    fn a_short_read_overtaken_by_the_window_is_no_gap() {
+        // The subscriber asks for history while Redis holds events 1..=100; before
+        // its answer arrives, this server's reader appends 101..=200 and the
+        // window moves past 100. The short answer is no proof that 101.. is gone.
+        let stream = redis(200, true);
+        let mut job = follower(&stream[..100]);
+        let mut sub = open(job.log(), None).unwrap();
+        let mut buf = Vec::new();
+        let (after, count) = loop {
+            match sub.poll_transmit(job.log(), t0(), &mut buf) {
+                Next::Wrote => {} // the `retry:` preamble, and events 1.. if held
+                Next::ReadStream { after, count } => break (after, count),
+                other => panic!("history comes from the stream, not {other:?}"),
+            }
+        };
+        let early = xrange(&stream[..100], after, count);
+        for e in &stream[100..] {
+            job.handle_remote_entry(e);
+        }
+        assert!(job.log().window_first() > 101, "the window moved on");
+        sub.handle_stream(job.log(), after, Some(&early), t0(), &mut buf);
+        let mut reads = 1;
+        let (rest, next) = drive(job.log(), &stream, &mut sub, t0(), &mut reads);
+        assert_eq!(next, Next::End);
+        buf.extend_from_slice(&rest);
+        let (got, gap) = ids(&buf);
+        assert!(!gap, "no gap: every event is in the stream");
+        assert_eq!(got, (1..=200).collect::<Vec<_>>());
     }
 
     #[test]

@@ -752,9 +752,19 @@ impl Cluster {
             {
                 let entries = entries(&self.shared, &slot, id, from, to);
                 let Some(upto) = entries.last().map(|e| e.id) else {
-                    // Neither in memory nor archived: readers get a gap there.
-                    pusher.handle_pushed(to);
-                    continue;
+                    if self.shared.archive.is_none() {
+                        // `--memory`: gone from the window, kept nowhere; readers
+                        // get a gap there.
+                        pusher.handle_pushed(to);
+                        continue;
+                    }
+                    // Archived but not readable now: try again, never skip.
+                    log(&format!(
+                        "job {id}: event {} is neither in memory nor readable in the archive yet; retrying",
+                        from.get()
+                    ));
+                    retry_at = now + TICK;
+                    break;
                 };
                 let floor = cluster::trim_floor(upto, self.cap);
                 match s.append(&keys, &entries, floor) {
@@ -856,10 +866,11 @@ fn feed(slot: &crate::driver::JobSlot, entries: &[StreamEntry], cursor: &mut Cur
     ended
 }
 
-/// The entries of events `from..=to`: from the log's memory window, or, for
-/// events that left it (a push after a long Redis outage), from the job's archive
-/// file (at most a MiB of it per batch). Events found in neither are left out:
-/// readers get a `gap` there.
+/// The entries of events `from..`, at most up to `to`, always starting at `from`
+/// and without holes (a push must never leave an id out): from the log's memory
+/// window, or, for events that left it (a slow push, a long Redis outage), from
+/// the job's archive file (at most a MiB of it per batch). Empty when `from` is in
+/// neither.
 fn entries(
     shared: &Shared,
     slot: &crate::driver::JobSlot,
@@ -882,12 +893,14 @@ fn entries(
             .open_events(&id.to_string())
             .and_then(|reader| reader.read_at(offset, ARCHIVE_READ));
         if let Ok(bytes) = bytes {
-            let found: Vec<StreamEntry> = spout_core::archive::scan(&bytes, first)
-                .records
-                .iter()
-                .filter(|r| r.id >= from && r.id <= to)
-                .filter_map(|r| cluster::entry_from_wire(r.id, r.wire))
-                .collect();
+            let found = contiguous(
+                from,
+                spout_core::archive::scan(&bytes, first)
+                    .records
+                    .iter()
+                    .filter(|r| r.id >= from && r.id <= to)
+                    .map(|r| cluster::entry_from_wire(r.id, r.wire)),
+            );
             if !found.is_empty() {
                 return found;
             }
@@ -895,10 +908,59 @@ fn entries(
     }
     let job = slot.lock();
     let log = job.log();
-    (from.get()..=to.get())
-        .filter_map(|n| {
+    contiguous(
+        from,
+        (from.get()..=to.get()).map(|n| {
             let id = EventId::new(n)?;
             cluster::entry_from_wire(id, log.get(n)?)
+        }),
+    )
+}
+
+/// The leading run of `found` that starts at `from` and goes up by one: what may
+/// be pushed without leaving an id out.
+fn contiguous(from: EventId, found: impl Iterator<Item = Option<StreamEntry>>) -> Vec<StreamEntry> {
+    let mut run = Vec::new();
+    let mut next = from.get();
+    for entry in found {
+        match entry {
+            Some(e) if e.id.get() == next => {
+                next += 1;
+                run.push(e);
+            }
+            _ => break,
+        }
+    }
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u64) -> Option<StreamEntry> {
+        Some(StreamEntry {
+            id: EventId::new(n)?,
+            kind: "stdout".into(),
+            data: format!(r#"{{"text":"{n}\n"}}"#),
         })
-        .collect()
+    }
+
+    fn ids(run: &[StreamEntry]) -> Vec<u64> {
+        run.iter().map(|e| e.id.get()).collect()
+    }
+
+    #[test]
+    fn a_push_never_leaves_an_id_out() {
+        let from = EventId::new(5).unwrap();
+        let whole = contiguous(from, (5..=8).map(entry));
+        assert_eq!(ids(&whole), [5, 6, 7, 8]);
+        // The memory window starts later (5 and 6 left it): nothing, not 7..=8.
+        assert!(contiguous(from, [None, None, entry(7), entry(8)].into_iter()).is_empty());
+        // A hole in the middle: only what comes before it.
+        let cut = contiguous(from, [entry(5), None, entry(7)].into_iter());
+        assert_eq!(ids(&cut), [5]);
+        // Records that do not start at `from` (a read that did not reach it).
+        assert!(contiguous(from, [entry(6), entry(7)].into_iter()).is_empty());
+    }
 }
