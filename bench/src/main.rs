@@ -71,7 +71,7 @@ const RSS_ABORT: u64 = 1 << 30;
 
 /// How the load client reads its subscribers' streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     /// One OS thread, non-blocking sockets, `poll(2)`, default socket buffers, 64 KiB
     /// reads, every event parsed: a slow reader, so the server's backpressure and
     /// partial-write path is what is measured (the client).
@@ -81,7 +81,7 @@ enum Mode {
 }
 
 impl Mode {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Mode::OneThread => "one-thread client",
             Mode::Threads => "thread-per-subscriber client",
