@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{self, Seen, Watch};
 use crate::target::{self, Kind, Server, Settings, Target};
-use crate::{Ctx, Mode};
+use crate::{join_readers, spawn_readers, Ctx, Mode};
 
 /// The redis-server binary (Debian package `redis-server`).
 const REDIS_SERVER: &str = "redis-server";
@@ -248,9 +248,6 @@ impl Redis {
 /// Starts `servers` servers of `target` (two share a fresh Redis), a job of `args` on
 /// the first that waits for a go file, `total` subscribers split evenly over the
 /// servers, then lets the job write and measures until every stream has ended.
-/// A client thread: what its subscribers saw.
-type Readers = std::thread::JoinHandle<Vec<Result<Seen, String>>>;
-
 fn measure(
     ctx: &Ctx,
     target: &Target,
@@ -289,27 +286,9 @@ fn measure(
         ..w.clone()
     };
     let per = total / servers;
-    // Per server: one thread per subscriber, or one thread for all of them.
-    let handles: Vec<Vec<Readers>> = started
+    let handles: Vec<_> = started
         .iter()
-        .map(|s| {
-            let addr = s.addr;
-            match mode {
-                Mode::Threads => (0..per)
-                    .map(|_| {
-                        let w = w.clone();
-                        std::thread::Builder::new()
-                            .stack_size(256 * 1024)
-                            .spawn(move || vec![client::watch(addr, &w)])
-                            .expect("spawn a subscriber thread")
-                    })
-                    .collect(),
-                Mode::OneThread => {
-                    let w = w.clone();
-                    vec![std::thread::spawn(move || client::watch_all(addr, &w, per))]
-                }
-            }
-        })
+        .map(|s| spawn_readers(s.addr, &w, per, mode))
         .collect();
     let until = Instant::now() + Duration::from_secs(30);
     while connected.load(Ordering::SeqCst) < per * servers && Instant::now() < until {
@@ -330,19 +309,7 @@ fn measure(
     let mut seen: Vec<Vec<Seen>> = Vec::new();
     for (group, name) in handles.into_iter().zip(["A", "B", "C", "D"]) {
         let mut v = Vec::new();
-        for h in group {
-            match h.join() {
-                Ok(results) => {
-                    for r in results {
-                        match r {
-                            Ok(s) => v.push(s),
-                            Err(e) => errors.push(format!("on {name}: {e}")),
-                        }
-                    }
-                }
-                Err(_) => errors.push(format!("on {name}: subscriber thread panicked")),
-            }
-        }
+        join_readers(group, &format!("on {name}: "), &mut v, &mut errors);
         seen.push(v);
     }
     let wall_s = t0.elapsed().as_secs_f64();

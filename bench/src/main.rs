@@ -334,19 +334,7 @@ fn run_fanout(
         connected: Some(connected.clone()),
         ..w.clone()
     };
-    let addr = server.addr;
-    let handles: Vec<_> = match mode {
-        Mode::Threads => (0..n)
-            .map(|_| {
-                let w = w.clone();
-                std::thread::Builder::new()
-                    .stack_size(256 * 1024)
-                    .spawn(move || vec![client::watch(addr, &w)])
-                    .expect("spawn a subscriber thread")
-            })
-            .collect(),
-        Mode::OneThread => vec![std::thread::spawn(move || client::watch_all(addr, &w, n))],
-    };
+    let handles = spawn_readers(server.addr, &w, n, mode);
     let until = Instant::now() + Duration::from_secs(30);
     while connected.load(Ordering::SeqCst) < n && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(5));
@@ -356,19 +344,7 @@ fn run_fanout(
     std::fs::write(&go, b"").map_err(|e| e.to_string())?;
     let mut seen = Vec::new();
     let mut errors = Vec::new();
-    for h in handles {
-        match h.join() {
-            Ok(results) => {
-                for r in results {
-                    match r {
-                        Ok(s) => seen.push(s),
-                        Err(e) => errors.push(e),
-                    }
-                }
-            }
-            Err(_) => errors.push("subscriber thread panicked".into()),
-        }
-    }
+    join_readers(handles, "", &mut seen, &mut errors);
     let wall = t0.elapsed();
     let cpu_s = server.cpu_s() - cpu0 + server.relay_cpu_s(&mut job);
     Ok(Run {
@@ -377,6 +353,51 @@ fn run_fanout(
         seen,
         errors,
     })
+}
+
+/// A load-client thread: what each of its subscribers saw.
+type Readers = std::thread::JoinHandle<Vec<Result<client::Seen, String>>>;
+
+/// Starts `n` subscribers on `addr`: a thread each, or one thread for all of them.
+fn spawn_readers(addr: std::net::SocketAddr, w: &Watch, n: usize, mode: Mode) -> Vec<Readers> {
+    match mode {
+        Mode::Threads => (0..n)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn(move || vec![client::watch(addr, &w)])
+                    .expect("spawn a subscriber thread")
+            })
+            .collect(),
+        Mode::OneThread => {
+            let w = w.clone();
+            vec![std::thread::spawn(move || client::watch_all(addr, &w, n))]
+        }
+    }
+}
+
+/// Waits for `handles`: what every subscriber saw into `seen`, failures (after
+/// `prefix`) into `errors`.
+fn join_readers(
+    handles: Vec<Readers>,
+    prefix: &str,
+    seen: &mut Vec<client::Seen>,
+    errors: &mut Vec<String>,
+) {
+    for h in handles {
+        match h.join() {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(s) => seen.push(s),
+                        Err(e) => errors.push(format!("{prefix}{e}")),
+                    }
+                }
+            }
+            Err(_) => errors.push(format!("{prefix}subscriber thread panicked")),
+        }
+    }
 }
 
 fn consecutive(t: &Target) -> bool {
