@@ -727,8 +727,14 @@ impl<C: JobCell> Registry<C> {
             Route::JobLog(id) => {
                 let cell = self.get(id)?;
                 let follow = query.flag("follow")?;
-                if cell.with(|job| job.log().persistence() == Persistence::Stream) {
-                    return self.remote_log(id, &cell, follow, req, admitted.head_only, inputs);
+                // No raw bytes here (another server's job, or `--memory`): the text
+                // of the events, through a text subscriber, which follows to the
+                // `exit` when asked.
+                let persistence = cell.with(|job| job.log().persistence());
+                if persistence == Persistence::Stream
+                    || (persistence == Persistence::Memory && follow)
+                {
+                    return self.text_log(id, &cell, follow, req, admitted.head_only, inputs);
                 }
                 let (archived, memory_text) = cell.with(|job| {
                     if job.log().persistence() == Persistence::Archive {
@@ -917,12 +923,13 @@ impl<C: JobCell> Registry<C> {
         }
     }
 
-    /// `/jobs/{id}/log` of another server's job: its raw bytes stay on its owner,
-    /// so the answer is the text of its output events, from memory and from its
-    /// stream in Redis, streamed by a text subscriber (rule 8 of
-    /// [`crate::subscriber`]) up to the event last now, or with `follow` to the
-    /// `exit`. It counts as a subscriber, like an event stream.
-    fn remote_log(
+    /// `/jobs/{id}/log` where no raw bytes are kept: another server's job (they
+    /// stay on its owner; the text comes from memory and from its stream in
+    /// Redis), or a followed `--memory` job (the text still in the window). A text
+    /// subscriber (rule 8 of [`crate::subscriber`]) streams the text of the output
+    /// events up to the event last now, or with `follow` to the `exit`. It counts
+    /// as a subscriber, like an event stream.
+    fn text_log(
         &mut self,
         id: JobId,
         cell: &Arc<C>,

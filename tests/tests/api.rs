@@ -349,6 +349,28 @@ both_runtimes!(
             "the log ended before the job: {status:#}"
         );
     }
+
+    fn followed_log_streams_until_exit_in_memory_mode(rt: Runtime) {
+        // `--memory` keeps no raw bytes: the followed log is the text of the
+        // events, still to the exit, not what was held when the request came.
+        let server = Server::start_with_config(
+            rt,
+            &config(json!({ "slow": sh("for i in 1 2 3; do echo $i; sleep 0.2; done") })),
+            &["--memory"],
+        );
+        let (id, _) = start_job(server.addr(), "slow", &[]);
+        let log = get(server.addr(), &format!("/jobs/{id}/log?follow=1"));
+        assert_eq!(log.status, 200, "{}", log.text());
+        assert_eq!(log.text(), "1\n2\n3\n");
+        let status = get(server.addr(), &format!("/jobs/{id}")).json();
+        assert!(
+            status["exit"].is_object(),
+            "the log ended before the job: {status:#}"
+        );
+        // Without `follow`, what is held, at once (the job is over here: all of it).
+        let whole = get(server.addr(), &format!("/jobs/{id}/log"));
+        assert_eq!(whole.text(), "1\n2\n3\n");
+    }
 );
 
 both_runtimes!(
