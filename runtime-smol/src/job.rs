@@ -3,10 +3,12 @@
 //! the job is over.
 //!
 //! The task locks only its own job (its `JobSlot`, found once), never the registry
-//! until the job is over. Each step that may write the job's files (the raw log,
-//! events, metadata, a sync) runs whole on smol's blocking pool ([`step`]), so no
-//! file write blocks the executor; inside a step the order is the shared driver's:
-//! an event is archived, then the core is told, then subscribers are woken.
+//! until the job is over. A step runs on the executor, appends included (a copy into
+//! the page cache, as a socket write is a copy into the kernel); at the first action
+//! that may block long (an fsync, the metadata's synced rewrite) it stops and the
+//! rest of it runs on smol's blocking pool ([`step`]). Inside a step the order is the
+//! shared driver's: an event is archived, then the core is told, then subscribers
+//! are woken.
 
 use crate::{clock, process};
 use async_channel::{Receiver, Sender};
@@ -42,24 +44,34 @@ pub async fn start(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
     smol::spawn(drive(shared, id, plan, io)).detach();
 }
 
-/// Runs `f` on the job's I/O on smol's blocking pool: what it does (core calls
-/// under the job's own lock, then the file writes the job asks) is blocking file
-/// I/O, kept off the executor. The I/O is moved there and back.
-async fn step<R: Send + 'static>(
-    io: JobIo,
+/// Runs `f` on the job's I/O right here, on the executor, then, if it stopped at an
+/// action that may block long (a sync, the metadata: [`JobIo::defer_slow_actions`]),
+/// carries out that action and the rest on smol's blocking pool, the I/O moved there
+/// and back. So the common step (the core's calls under the job's own lock, an
+/// append to the page cache, the wake-up of the subscribers) costs no thread
+/// hand-off, and no fsync ever runs on the executor.
+async fn step<R>(
+    mut io: JobIo,
     shared: &Arc<Shared>,
-    f: impl FnOnce(&mut JobIo, &Shared) -> R + Send + 'static,
-) -> (JobIo, R) {
+    now: Instant,
+    f: impl FnOnce(&mut JobIo, &Shared) -> R,
+) -> (JobIo, R, Outcome) {
+    let r = f(&mut io, shared);
+    if !io.has_deferred() {
+        return (io, r, Outcome::default());
+    }
     let shared = shared.clone();
-    smol::unblock(move || {
+    let (io, rest) = smol::unblock(move || {
         let mut io = io;
-        let r = f(&mut io, &shared);
-        (io, r)
+        let rest = io.drain_deferred(&shared, now);
+        (io, rest)
     })
-    .await
+    .await;
+    (io, r, rest)
 }
 
-async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
+async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, mut io: JobIo) {
+    io.defer_slow_actions();
     // A small bound: a job that writes faster than we archive is slowed by its
     // pipe, not buffered in our memory.
     let (tx, rx) = async_channel::bounded::<Msg>(8);
@@ -88,7 +100,7 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
             readers.push(smol::spawn(read_pipe(stderr, Stream::Stderr, tx.clone())));
             _waiter = Some(smol::spawn(wait_child(waiter, tx.clone())));
             let wall = clock::wall();
-            step(io, &shared, move |io, shared| {
+            let (io, a, b) = step(io, &shared, now, move |io, shared| {
                 io.set_pgid(pid);
                 io.with_job(shared, now, |job| {
                     match group {
@@ -98,17 +110,19 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
                     job.handle_spawned(pid, now, wall);
                 })
             })
-            .await
+            .await;
+            (io, merge(a, b))
         }
         Err(e) => {
             log(&format!("job {id}: could not start {:?}: {e}", plan.argv));
             let (error, wall) = (e.to_string(), clock::wall());
-            step(io, &shared, move |io, shared| {
+            let (io, a, b) = step(io, &shared, now, move |io, shared| {
                 io.with_job(shared, now, |job| {
                     job.handle_spawn_failed(&error, now, wall)
                 })
             })
-            .await
+            .await;
+            (io, merge(a, b))
         }
     };
     drop(tx);
@@ -125,7 +139,7 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
         let deadline = slot.lock().poll_timeout();
         let msg = next_msg(&rx, listener, deadline).await;
         let now = clock::now();
-        let (next_io, (a, b)) = step(io, &shared, move |io, shared| {
+        let (next_io, (a, b), c) = step(io, &shared, now, move |io, shared| {
             let a = match msg {
                 Some(Msg::Out(stream, bytes)) => io.output(shared, stream, &bytes, now),
                 Some(Msg::Eof(stream)) => {
@@ -143,9 +157,10 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
         })
         .await;
         io = next_io;
+        let step = merge(merge(a, b), c);
         outcome = Outcome {
-            stop_reading: outcome.stop_reading || a.stop_reading || b.stop_reading,
-            finished: a.finished || b.finished,
+            stop_reading: outcome.stop_reading || step.stop_reading,
+            finished: step.finished,
         };
     }
     let state = io.peek(&shared, |job| job.state().as_str());
@@ -154,6 +169,14 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
     // Deleting expired jobs' files is file I/O too.
     let shared = shared.clone();
     smol::unblock(move || shared.remove_expired()).await;
+}
+
+/// Both outcomes of a step: stop reading or finish if either says so.
+fn merge(a: Outcome, b: Outcome) -> Outcome {
+    Outcome {
+        stop_reading: a.stop_reading || b.stop_reading,
+        finished: a.finished || b.finished,
+    }
 }
 
 /// The next input: a message, a wake-up (stop request, shutdown), or a deadline.
