@@ -22,7 +22,7 @@ use spout_sys::os;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the pipe readers and the waiter tell the job's task.
+/// What the job's task waits for: its pipes' output, the waiter's news.
 enum Msg {
     Out(Stream, Vec<u8>),
     Eof(Stream),
@@ -72,10 +72,11 @@ async fn step<R>(
 
 async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, mut io: JobIo) {
     io.defer_slow_actions();
-    // A small bound: a job that writes faster than we archive is slowed by its
-    // pipe, not buffered in our memory.
-    let (tx, rx) = async_channel::bounded::<Msg>(8);
-    let mut readers: Vec<Task<()>> = Vec::new();
+    // The task reads the pipes itself, one read per step: a job that writes faster
+    // than we archive is slowed by its pipe, not buffered in our memory. Only the
+    // child's exit comes from a task of its own.
+    let (tx, rx) = async_channel::bounded::<Msg>(1);
+    let mut pipes: Pipes = [None, None];
     let mut _waiter: Option<Task<()>> = None;
     let now = clock::now();
     // Off the executor: a start on a terminal waits for the program's exec.
@@ -96,8 +97,7 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, mut io: JobIo) {
         Ok((stdout, stderr, waiter, group)) => {
             let pid = waiter.pid();
             log(&format!("job {id}: started {:?} (pid {pid})", plan.argv));
-            readers.push(smol::spawn(read_pipe(stdout, Stream::Stdout, tx.clone())));
-            readers.push(smol::spawn(read_pipe(stderr, Stream::Stderr, tx.clone())));
+            pipes = [Some(stdout), Some(stderr)];
             _waiter = Some(smol::spawn(wait_child(waiter, tx.clone())));
             let wall = clock::wall();
             let (io, a, b) = step(io, &shared, now, move |io, shared| {
@@ -126,9 +126,10 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, mut io: JobIo) {
         }
     };
     drop(tx);
+    let mut bufs = [vec![0u8; READ_BYTES], vec![0u8; READ_BYTES]];
     loop {
         if outcome.stop_reading {
-            readers.clear(); // dropping a task cancels it and closes its pipe
+            pipes = [None, None]; // closes them
         }
         if outcome.finished {
             break;
@@ -137,7 +138,7 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, mut io: JobIo) {
         let Some(slot) = io.slot(&shared) else { break };
         let listener = slot.listen();
         let deadline = slot.lock().poll_timeout();
-        let msg = next_msg(&rx, listener, deadline).await;
+        let msg = next_msg(&mut pipes, &mut bufs, &rx, listener, deadline).await;
         let now = clock::now();
         let (next_io, (a, b), c) = step(io, &shared, now, move |io, shared| {
             let a = match msg {
@@ -179,17 +180,31 @@ fn merge(a: Outcome, b: Outcome) -> Outcome {
     }
 }
 
-/// The next input: a message, a wake-up (stop request, shutdown), or a deadline.
+/// The job's stdout and stderr while they are read.
+type Pipes = [Option<process::Output>; 2];
+
+/// The next input: output or the end of a pipe, the child's exit, a wake-up (stop
+/// request, shutdown), or a deadline. A pipe whose end was read is dropped. Reads
+/// race the other inputs: a read not finished when another input wins took
+/// nothing from its pipe.
 async fn next_msg(
+    pipes: &mut Pipes,
+    bufs: &mut [Vec<u8>; 2],
     rx: &Receiver<Msg>,
     listener: event_listener::EventListener,
     deadline: Option<Instant>,
 ) -> Option<Msg> {
-    let recv = async {
+    let [out, err] = pipes;
+    let [out_buf, err_buf] = bufs;
+    // Either pipe, picked at random when both are ready, so neither starves.
+    let output = future::race(
+        read_pipe(out, out_buf, Stream::Stdout),
+        read_pipe(err, err_buf, Stream::Stderr),
+    );
+    let exit = async {
         match rx.recv().await {
-            Ok(msg) => Some(msg),
-            // Every sender is gone (pipes closed, child reaped): only wake-ups and
-            // deadlines remain.
+            Ok(msg) => msg,
+            // The waiter is gone: only output, wake-ups and deadlines remain.
             Err(_) => future::pending().await,
         }
     };
@@ -206,27 +221,27 @@ async fn next_msg(
         }
         None
     };
-    future::or(recv, future::or(woken, timer)).await
+    let msg = future::or(
+        async { Some(future::or(output, exit).await) },
+        future::or(woken, timer),
+    )
+    .await;
+    for (stream, pipe) in [(Stream::Stdout, out), (Stream::Stderr, err)] {
+        if matches!(msg, Some(Msg::Eof(s)) if s == stream) {
+            *pipe = None;
+        }
+    }
+    msg
 }
 
-async fn read_pipe<R: futures_lite::AsyncRead + Unpin>(
-    mut pipe: R,
-    stream: Stream,
-    tx: Sender<Msg>,
-) {
-    let mut buf = vec![0u8; READ_BYTES];
-    loop {
-        match process::read_some(&mut pipe, &mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = tx.send(Msg::Eof(stream)).await;
-                return;
-            }
-            Ok(n) => {
-                if tx.send(Msg::Out(stream, buf[..n].to_vec())).await.is_err() {
-                    return;
-                }
-            }
-        }
+/// One read of `pipe` (never finishes once it is gone).
+async fn read_pipe(pipe: &mut Option<process::Output>, buf: &mut [u8], stream: Stream) -> Msg {
+    let Some(pipe) = pipe else {
+        return future::pending().await;
+    };
+    match process::read_some(pipe, buf).await {
+        Ok(0) | Err(_) => Msg::Eof(stream),
+        Ok(n) => Msg::Out(stream, buf[..n].to_vec()),
     }
 }
 
