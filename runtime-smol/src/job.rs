@@ -3,10 +3,12 @@
 //! the job is over.
 //!
 //! The task locks only its own job (its `JobSlot`, found once), never the registry
-//! until the job is over. Each step that may write the job's files (the raw log,
-//! events, metadata, a sync) runs whole on smol's blocking pool ([`step`]), so no
-//! file write blocks the executor; inside a step the order is the shared driver's:
-//! an event is archived, then the core is told, then subscribers are woken.
+//! until the job is over. A step runs on the executor, appends included (a copy into
+//! the page cache, as a socket write is a copy into the kernel); at the first action
+//! that may block long (an fsync, the metadata's synced rewrite) it stops and the
+//! rest of it runs on smol's blocking pool ([`step`]). Inside a step the order is the
+//! shared driver's: an event is archived, then the core is told, then subscribers
+//! are woken.
 
 use crate::{clock, process};
 use async_channel::{Receiver, Sender};
@@ -20,7 +22,7 @@ use spout_sys::os;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the pipe readers and the waiter tell the job's task.
+/// What the job's task waits for: its pipes' output, the waiter's news.
 enum Msg {
     Out(Stream, Vec<u8>),
     Eof(Stream),
@@ -42,28 +44,39 @@ pub async fn start(shared: Arc<Shared>, id: JobId, plan: SpawnPlan) {
     smol::spawn(drive(shared, id, plan, io)).detach();
 }
 
-/// Runs `f` on the job's I/O on smol's blocking pool: what it does (core calls
-/// under the job's own lock, then the file writes the job asks) is blocking file
-/// I/O, kept off the executor. The I/O is moved there and back.
-async fn step<R: Send + 'static>(
-    io: JobIo,
+/// Runs `f` on the job's I/O right here, on the executor, then, if it stopped at an
+/// action that may block long (a sync, the metadata: [`JobIo::defer_slow_actions`]),
+/// carries out that action and the rest on smol's blocking pool, the I/O moved there
+/// and back. So the common step (the core's calls under the job's own lock, an
+/// append to the page cache, the wake-up of the subscribers) costs no thread
+/// hand-off, and no fsync ever runs on the executor.
+async fn step<R>(
+    mut io: JobIo,
     shared: &Arc<Shared>,
-    f: impl FnOnce(&mut JobIo, &Shared) -> R + Send + 'static,
-) -> (JobIo, R) {
+    now: Instant,
+    f: impl FnOnce(&mut JobIo, &Shared) -> R,
+) -> (JobIo, R, Outcome) {
+    let r = f(&mut io, shared);
+    if !io.has_deferred() {
+        return (io, r, Outcome::default());
+    }
     let shared = shared.clone();
-    smol::unblock(move || {
+    let (io, rest) = smol::unblock(move || {
         let mut io = io;
-        let r = f(&mut io, &shared);
-        (io, r)
+        let rest = io.drain_deferred(&shared, now);
+        (io, rest)
     })
-    .await
+    .await;
+    (io, r, rest)
 }
 
-async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
-    // A small bound: a job that writes faster than we archive is slowed by its
-    // pipe, not buffered in our memory.
-    let (tx, rx) = async_channel::bounded::<Msg>(8);
-    let mut readers: Vec<Task<()>> = Vec::new();
+async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, mut io: JobIo) {
+    io.defer_slow_actions();
+    // The task reads the pipes itself, one read per step: a job that writes faster
+    // than we archive is slowed by its pipe, not buffered in our memory. Only the
+    // child's exit comes from a task of its own.
+    let (tx, rx) = async_channel::bounded::<Msg>(1);
+    let mut pipes: Pipes = [None, None];
     let mut _waiter: Option<Task<()>> = None;
     let now = clock::now();
     // Off the executor: a start on a terminal waits for the program's exec.
@@ -84,11 +97,10 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
         Ok((stdout, stderr, waiter, group)) => {
             let pid = waiter.pid();
             log(&format!("job {id}: started {:?} (pid {pid})", plan.argv));
-            readers.push(smol::spawn(read_pipe(stdout, Stream::Stdout, tx.clone())));
-            readers.push(smol::spawn(read_pipe(stderr, Stream::Stderr, tx.clone())));
+            pipes = [Some(stdout), Some(stderr)];
             _waiter = Some(smol::spawn(wait_child(waiter, tx.clone())));
             let wall = clock::wall();
-            step(io, &shared, move |io, shared| {
+            let (io, a, b) = step(io, &shared, now, move |io, shared| {
                 io.set_pgid(pid);
                 io.with_job(shared, now, |job| {
                     match group {
@@ -98,23 +110,26 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
                     job.handle_spawned(pid, now, wall);
                 })
             })
-            .await
+            .await;
+            (io, merge(a, b))
         }
         Err(e) => {
             log(&format!("job {id}: could not start {:?}: {e}", plan.argv));
             let (error, wall) = (e.to_string(), clock::wall());
-            step(io, &shared, move |io, shared| {
+            let (io, a, b) = step(io, &shared, now, move |io, shared| {
                 io.with_job(shared, now, |job| {
                     job.handle_spawn_failed(&error, now, wall)
                 })
             })
-            .await
+            .await;
+            (io, merge(a, b))
         }
     };
     drop(tx);
+    let mut bufs = [vec![0u8; READ_BYTES], vec![0u8; READ_BYTES]];
     loop {
         if outcome.stop_reading {
-            readers.clear(); // dropping a task cancels it and closes its pipe
+            pipes = [None, None]; // closes them
         }
         if outcome.finished {
             break;
@@ -123,9 +138,9 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
         let Some(slot) = io.slot(&shared) else { break };
         let listener = slot.listen();
         let deadline = slot.lock().poll_timeout();
-        let msg = next_msg(&rx, listener, deadline).await;
+        let msg = next_msg(&mut pipes, &mut bufs, &rx, listener, deadline).await;
         let now = clock::now();
-        let (next_io, (a, b)) = step(io, &shared, move |io, shared| {
+        let (next_io, (a, b), c) = step(io, &shared, now, move |io, shared| {
             let a = match msg {
                 Some(Msg::Out(stream, bytes)) => io.output(shared, stream, &bytes, now),
                 Some(Msg::Eof(stream)) => {
@@ -143,9 +158,10 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
         })
         .await;
         io = next_io;
+        let step = merge(merge(a, b), c);
         outcome = Outcome {
-            stop_reading: outcome.stop_reading || a.stop_reading || b.stop_reading,
-            finished: a.finished || b.finished,
+            stop_reading: outcome.stop_reading || step.stop_reading,
+            finished: step.finished,
         };
     }
     let state = io.peek(&shared, |job| job.state().as_str());
@@ -156,17 +172,39 @@ async fn drive(shared: Arc<Shared>, id: JobId, plan: SpawnPlan, io: JobIo) {
     smol::unblock(move || shared.remove_expired()).await;
 }
 
-/// The next input: a message, a wake-up (stop request, shutdown), or a deadline.
+/// Both outcomes of a step: stop reading or finish if either says so.
+fn merge(a: Outcome, b: Outcome) -> Outcome {
+    Outcome {
+        stop_reading: a.stop_reading || b.stop_reading,
+        finished: a.finished || b.finished,
+    }
+}
+
+/// The job's stdout and stderr while they are read.
+type Pipes = [Option<process::Output>; 2];
+
+/// The next input: output or the end of a pipe, the child's exit, a wake-up (stop
+/// request, shutdown), or a deadline. A pipe whose end was read is dropped. Reads
+/// race the other inputs: a read not finished when another input wins took
+/// nothing from its pipe.
 async fn next_msg(
+    pipes: &mut Pipes,
+    bufs: &mut [Vec<u8>; 2],
     rx: &Receiver<Msg>,
     listener: event_listener::EventListener,
     deadline: Option<Instant>,
 ) -> Option<Msg> {
-    let recv = async {
+    let [out, err] = pipes;
+    let [out_buf, err_buf] = bufs;
+    // Either pipe, picked at random when both are ready, so neither starves.
+    let output = future::race(
+        read_pipe(out, out_buf, Stream::Stdout),
+        read_pipe(err, err_buf, Stream::Stderr),
+    );
+    let exit = async {
         match rx.recv().await {
-            Ok(msg) => Some(msg),
-            // Every sender is gone (pipes closed, child reaped): only wake-ups and
-            // deadlines remain.
+            Ok(msg) => msg,
+            // The waiter is gone: only output, wake-ups and deadlines remain.
             Err(_) => future::pending().await,
         }
     };
@@ -183,27 +221,27 @@ async fn next_msg(
         }
         None
     };
-    future::or(recv, future::or(woken, timer)).await
+    let msg = future::or(
+        async { Some(future::or(output, exit).await) },
+        future::or(woken, timer),
+    )
+    .await;
+    for (stream, pipe) in [(Stream::Stdout, out), (Stream::Stderr, err)] {
+        if matches!(msg, Some(Msg::Eof(s)) if s == stream) {
+            *pipe = None;
+        }
+    }
+    msg
 }
 
-async fn read_pipe<R: futures_lite::AsyncRead + Unpin>(
-    mut pipe: R,
-    stream: Stream,
-    tx: Sender<Msg>,
-) {
-    let mut buf = vec![0u8; READ_BYTES];
-    loop {
-        match process::read_some(&mut pipe, &mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = tx.send(Msg::Eof(stream)).await;
-                return;
-            }
-            Ok(n) => {
-                if tx.send(Msg::Out(stream, buf[..n].to_vec())).await.is_err() {
-                    return;
-                }
-            }
-        }
+/// One read of `pipe` (never finishes once it is gone).
+async fn read_pipe(pipe: &mut Option<process::Output>, buf: &mut [u8], stream: Stream) -> Msg {
+    let Some(pipe) = pipe else {
+        return future::pending().await;
+    };
+    match process::read_some(pipe, buf).await {
+        Ok(0) | Err(_) => Msg::Eof(stream),
+        Ok(n) => Msg::Out(stream, buf[..n].to_vec()),
     }
 }
 

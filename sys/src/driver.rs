@@ -224,6 +224,12 @@ pub struct JobIo {
     slot: Option<Arc<JobSlot>>,
     /// The state last reported to the registry (for the job list).
     reported: Option<State>,
+    /// Whether [`JobIo::drain`] leaves the actions that may block long for
+    /// [`JobIo::drain_deferred`] (set by [`JobIo::defer_slow_actions`]).
+    defer_slow: bool,
+    /// The action a drain stopped at, carried out first by the next
+    /// [`JobIo::drain_deferred`].
+    deferred: Option<Action>,
 }
 
 impl JobIo {
@@ -242,6 +248,8 @@ impl JobIo {
             pgid: None,
             slot: None,
             reported: None,
+            defer_slow: false,
+            deferred: None,
         })
     }
 
@@ -273,6 +281,8 @@ impl JobIo {
             pgid: None,
             slot: None,
             reported: None,
+            defer_slow: false,
+            deferred: None,
         }
     }
 
@@ -286,7 +296,38 @@ impl JobIo {
             pgid: None,
             slot: None,
             reported: None,
+            defer_slow: false,
+            deferred: None,
         }
+    }
+
+    /// From now on, [`JobIo::drain`] (and so [`JobIo::output`] and
+    /// [`JobIo::with_job`]) may run where blocking is not allowed, an async
+    /// executor: it carries out appends, signals and the core's bookkeeping, but
+    /// stops at the first action that may block long (a sync, the metadata, which is
+    /// synced) and leaves it and everything after it, in order, for
+    /// [`JobIo::drain_deferred`], which the caller runs where blocking is allowed
+    /// whenever [`JobIo::has_deferred`] says so.
+    ///
+    /// An append to a file is a copy into the page cache; a sync waits for the disk.
+    pub fn defer_slow_actions(&mut self) {
+        self.defer_slow = true;
+    }
+
+    /// Whether a drain stopped at an action that may block long: call
+    /// [`JobIo::drain_deferred`] where blocking is allowed before anything else.
+    #[must_use]
+    pub fn has_deferred(&self) -> bool {
+        self.deferred.is_some()
+    }
+
+    /// Carries out the action a drain stopped at, then every action after it
+    /// (blocking ones included), as [`JobIo::drain`] does without deferral.
+    pub fn drain_deferred(&mut self, shared: &Shared, now: Instant) -> Outcome {
+        let defer = std::mem::replace(&mut self.defer_slow, false);
+        let outcome = self.drain(shared, now);
+        self.defer_slow = defer;
+        outcome
     }
 
     /// The job's process group leader (its pid), once spawned.
@@ -338,7 +379,8 @@ impl JobIo {
     /// Carries out every action the job asks, in order, then wakes its subscribers.
     /// Only the job's own lock is taken, once per core call, never across a write;
     /// when the job's state changed, the registry is told afterwards (for the job
-    /// list), with the job's lock let go.
+    /// list), with the job's lock let go. After [`JobIo::defer_slow_actions`] it
+    /// stops at the first action that may block long (see there).
     pub fn drain(&mut self, shared: &Shared, now: Instant) -> Outcome {
         let mut outcome = Outcome::default();
         let Some(slot) = self.slot(shared) else {
@@ -347,9 +389,18 @@ impl JobIo {
         };
         let state = loop {
             let mut job = slot.lock();
-            let Some(action) = job.poll_action() else {
+            if self.defer_slow && self.deferred.is_some() {
+                // An earlier action waits for a thread that may block: nothing
+                // after it runs first.
+                break job.state();
+            }
+            let Some(action) = self.deferred.take().or_else(|| job.poll_action()) else {
                 break job.state();
             };
+            if self.defer_slow && matches!(action, Action::SaveMeta | Action::Sync) {
+                self.deferred = Some(action);
+                break job.state();
+            }
             drop(job);
             match action {
                 Action::Signal(signal) => {
