@@ -20,7 +20,7 @@ use spout_core::feed::ListSubscriber;
 use spout_core::gzip::BodyEncoder;
 use spout_core::http::{ResponseHead, StreamFraming};
 use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
-use spout_core::subscriber::{Next, Subscriber};
+use spout_core::subscriber::{self, Next, Subscriber};
 use spout_core::JobId;
 use spout_sys::cluster::Cluster;
 use spout_sys::driver::{log, Shared};
@@ -50,7 +50,8 @@ fn wait(
     }
     match deadline {
         Some(t) => {
-            let _ = listener.wait_deadline(t);
+            // Rounded up, so that streams due together wake together.
+            let _ = listener.wait_deadline(subscriber::coalesce(t, clock::epoch()));
         }
         None => listener.wait(),
     }
