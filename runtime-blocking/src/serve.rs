@@ -4,9 +4,10 @@
 //! shutdown on SIGINT/SIGTERM. The same loop as `runtime-smol/src/serve.rs`, on
 //! std sockets and threads.
 
+use crate::clock;
 use crate::http::Conn;
 use crate::job::{self, Drivers};
-use crate::{clock, stream};
+use crate::stream::{self, EventStream};
 use anyhow::Context as _;
 use rustix::event::{PollFd, PollFlags};
 use spout_core::cli::ServeOptions;
@@ -27,12 +28,23 @@ use std::thread;
 use std::time::Duration;
 
 /// Stack of a connection thread: the request path is shallow (a head, a body of
-/// at most 64 KiB on the heap, core calls, an 8 KiB read buffer), and thousands of
-/// idle streams must stay cheap. But a gzip stream builds a miniz_oxide compressor,
-/// which is assembled on the stack before it is boxed: under 128 KiB in release
-/// builds, 256-384 KiB in debug ones. Untouched stack pages cost no memory, so the
-/// reservation is generous.
-const STACK_BYTES: usize = 512 * 1024;
+/// at most 64 KiB on the heap, core calls, an 8 KiB read buffer). But a gzip stream
+/// builds a miniz_oxide compressor, which is assembled on the stack before it is
+/// boxed: under 128 KiB in release builds, 256-384 KiB in debug ones. Untouched
+/// stack pages cost no memory, so the reservation is generous.
+const STACK_BYTES: usize = 1024 * 1024;
+
+/// Stack of the thread an event stream moves to once it first waits
+/// ([`serve_stream`]): room for a gzip stream's compressor (above), and under a
+/// quarter of [`STACK_BYTES`] in release builds, because glibc hands a new thread
+/// a cached stack of an ended thread up to four times the size asked for, with
+/// the pages that thread touched still resident: a stream must not inherit the
+/// deep pages of an ended request thread.
+const STREAM_STACK_BYTES: usize = if cfg!(debug_assertions) {
+    STACK_BYTES
+} else {
+    240 * 1024
+};
 
 /// Connection threads beyond the subscriber limit: room for plain requests (and
 /// the core's own `503` for one stream too many) while every stream slot is taken.
@@ -181,7 +193,11 @@ fn start_connection(permit: Permit, stream: TcpStream, peer: SocketAddr) {
             .set_nonblocking(false)
             .and_then(|()| Conn::new(stream));
         match conn {
-            Ok(conn) if permit.serving => connection(&permit.state, conn, &peer.to_string()),
+            Ok(conn) if permit.serving => {
+                if let Some(stream) = connection(&permit.state, conn, &peer.to_string()) {
+                    serve_stream(permit, stream);
+                }
+            }
             Ok(conn) => refuse(&permit.state, conn, &peer.to_string()),
             Err(e) => log(&format!("{peer}: cannot set up the connection: {e}")),
         }
@@ -194,6 +210,49 @@ fn start_connection(permit: Permit, stream: TcpStream, peer: SocketAddr) {
         // The connection (dropped with the task) is closed unanswered.
         log(&format!("cannot start a connection thread: {e}"));
     }
+}
+
+/// Serves an event stream on the request's thread until the stream first waits
+/// (a resuming client's first events go out at once), then on a thread of its own
+/// with a stack of its own, and lets the request's thread end. Pages a thread's
+/// stack touched stay resident for the thread's life, and the request path
+/// (the core's decision) reaches deeper than a waiting stream ever does: an idle
+/// subscriber would keep that depth for hours.
+fn serve_stream(permit: Permit, stream: EventStream) {
+    let state = &permit.state;
+    let Some(stream) = stream.serve(&state.shared, state.cluster.as_deref(), true) else {
+        return;
+    };
+    // Given back here if the thread cannot start (the closure is then dropped
+    // without running).
+    let moved = Arc::new(Mutex::new(Some((permit, stream))));
+    let task = {
+        let moved = moved.clone();
+        move || {
+            let taken = take(&moved);
+            drop(moved);
+            if let Some((permit, stream)) = taken {
+                let state = &permit.state;
+                stream.serve(&state.shared, state.cluster.as_deref(), false);
+            }
+        }
+    };
+    let spawned = thread::Builder::new()
+        .name("spout-stream".into())
+        .stack_size(STREAM_STACK_BYTES)
+        .spawn(task);
+    if spawned.is_err() {
+        // Served here, on the deeper stack, rather than dropped.
+        if let Some((permit, stream)) = take(&moved) {
+            let state = &permit.state;
+            stream.serve(&state.shared, state.cluster.as_deref(), false);
+        }
+    }
+}
+
+/// Takes what `cell` holds (a poisoned lock still holds it).
+fn take<T>(cell: &Mutex<Option<T>>) -> Option<T> {
+    cell.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 /// On SIGINT/SIGTERM, ends the accept loop: a thread reads signal-hook's
@@ -247,8 +306,9 @@ fn shutdown(state: &State) {
 
 /// One connection: requests in, the core's answers out, until either side closes.
 /// The core's [`ServerConn`] reads the requests; this loop asks the registry and
-/// passes its answers back.
-fn connection(state: &State, mut conn: Conn, peer: &str) {
+/// passes its answers back. An event stream is returned, with its head written,
+/// for [`serve_stream`] (this function's frame is then gone from the stack).
+fn connection(state: &State, mut conn: Conn, peer: &str) -> Option<EventStream> {
     let shared = &state.shared;
     let limits = ConnLimits::new(&shared.lock().config().limits);
     let mut http_conn = ServerConn::new(limits, clock::now());
@@ -285,7 +345,7 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
             }
             Event::Body(body) => match pending.take() {
                 Some((head, a)) => (head, a, body),
-                None => return,
+                None => return None,
             },
         };
         let fields = head.fields();
@@ -342,14 +402,14 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
                 subscriber,
             } => {
                 let framing = StreamFraming::for_version(version);
-                let cluster = state.cluster.as_deref();
-                stream::events(shared, cluster, &mut conn, head, framing, job, subscriber);
-                return;
+                return Some(EventStream::start(
+                    shared, conn, head, framing, job, subscriber,
+                ));
             }
             Reply::JobList { head, subscriber } => {
                 let framing = StreamFraming::for_version(version);
                 stream::job_list(shared, &mut conn, head, framing, subscriber);
-                return;
+                return None;
             }
             Reply::RawLog {
                 head,
@@ -359,12 +419,13 @@ fn connection(state: &State, mut conn: Conn, peer: &str) {
             } => {
                 let framing = StreamFraming::for_version(version);
                 stream::raw_log(shared, &mut conn, head, framing, job, follow, body);
-                return;
+                return None;
             }
-            _ => return,
+            _ => return None,
         };
         http_conn.handle_response(&response, clock::now());
     }
+    None
 }
 
 /// Answers a connection that found no free slot: its first request gets the core's

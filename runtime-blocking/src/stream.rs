@@ -20,11 +20,13 @@ use spout_core::feed::ListSubscriber;
 use spout_core::gzip::BodyEncoder;
 use spout_core::http::{ResponseHead, StreamFraming};
 use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
-use spout_core::subscriber::{Next, Subscriber};
+use spout_core::subscriber::{self, Next, Subscriber};
 use spout_core::JobId;
+use spout_sys::archive::EventsReader;
 use spout_sys::cluster::Cluster;
-use spout_sys::driver::{log, Shared};
+use spout_sys::driver::{log, JobSlot, Shared};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a `/log?follow=1` of a quiet job waits before looking at its client.
@@ -50,98 +52,147 @@ fn wait(
     }
     match deadline {
         Some(t) => {
-            let _ = listener.wait_deadline(t);
+            // Rounded up, so that streams due together wake together.
+            let _ = listener.wait_deadline(subscriber::coalesce(t, clock::epoch()));
         }
         None => listener.wait(),
     }
     true
 }
 
-/// Serves an event stream: the head, then the subscriber's bytes until the end of
-/// the log (then the framing's end) or until the client goes away.
-pub fn events(
-    shared: &Shared,
-    cluster: Option<&Cluster>,
-    conn: &mut Conn,
-    mut head: ResponseHead,
+/// An event stream being served: the connection, the subscriber's cursor, and the
+/// buffers kept from step to step. It can move to another thread between steps
+/// ([`EventStream::serve`] returns it at its first wait when asked to), so that the
+/// deep stack of the request that made it need not live as long as the stream.
+pub struct EventStream {
+    conn: Conn,
     framing: StreamFraming,
     id: JobId,
-    mut sub: Subscriber,
-) {
-    let mut frame = Vec::new();
-    framing.adapt(&mut head);
-    head.encode(&mut frame);
-    let mut dropped = conn.write_all(&frame).is_err();
-    // Found once: while this stream watches the job, retention keeps it.
-    let slot = shared.slot(id);
-    let mut buf = Vec::new();
-    let mut reader = None;
-    let mut archive_buf = Vec::new();
-    let mut counted = 0;
-    while !dropped {
-        // The subscriber appends after room for the chunk-size line: one copy of
-        // the log's bytes per subscriber, no re-framing copy.
-        framing.begin(&mut buf);
-        shared.record_sent(sub.events_sent() - counted, 0);
-        counted = sub.events_sent();
-        let Some(slot) = &slot else {
-            let _ = conn.write_all(framing.end());
-            break;
-        };
-        let listener = slot.listen();
-        let now = clock::now();
-        let next = sub.poll_transmit(slot.lock().log(), now, &mut buf);
-        match next {
-            Next::Wrote => dropped = conn.write_all(framing.finish(&mut buf)).is_err(),
-            Next::Wait(deadline) => {
-                // Caught up: let go of buffers grown by archive reads (a waiting
-                // subscriber costs nothing but its socket).
-                if buf.capacity() > 2 * spout_core::subscriber::TRANSMIT_BUDGET {
-                    buf = Vec::new();
-                }
-                archive_buf = Vec::new();
-                dropped = !wait(conn, listener, deadline);
-            }
-            Next::ReadArchive { offset, first, len } => {
-                // Read into a buffer kept from read to read (not zeroed again).
-                let read = match (&shared.archive, &reader) {
-                    (Some(archive), None) => match archive.open_events(&id.to_string()) {
-                        Ok(r) => reader.insert(r).read_into(offset, len, &mut archive_buf),
-                        Err(e) => Err(e),
-                    },
-                    (_, Some(r)) => r.read_into(offset, len, &mut archive_buf),
-                    (None, None) => Ok(0),
-                };
-                let n = read.unwrap_or_else(|e| {
-                    log(&format!("job {id}: archive read failed: {e}"));
-                    0
-                });
-                let bytes = &archive_buf[..n];
-                sub.handle_archive(slot.lock().log(), offset, first, bytes, &mut buf);
-                if !framing.is_empty(&buf) {
-                    dropped = conn.write_all(framing.finish(&mut buf)).is_err();
-                }
-            }
-            Next::ReadStream { after, count } => {
-                // Redis is read without the job's lock.
-                let entries = cluster.and_then(|c| c.read_range(id, after, count));
-                let now = clock::now();
-                sub.handle_stream(slot.lock().log(), after, entries.as_deref(), now, &mut buf);
-                if !framing.is_empty(&buf) {
-                    dropped = conn.write_all(framing.finish(&mut buf)).is_err();
-                }
-            }
-            Next::End => {
-                let _ = conn.write_all(framing.end());
-                break;
-            }
-        }
-        if !dropped {
-            shared.record_sent(0, buf.len() as u64);
+    sub: Subscriber,
+    /// Found once: while this stream watches the job, retention keeps it.
+    slot: Option<Arc<JobSlot>>,
+    buf: Vec<u8>,
+    reader: Option<EventsReader>,
+    archive_buf: Vec<u8>,
+    /// Events already counted in the server's totals.
+    counted: u64,
+    /// Whether the client went away (or a write failed).
+    dropped: bool,
+}
+
+impl EventStream {
+    /// Writes the head and finds the job: a stream ready for [`EventStream::serve`].
+    pub fn start(
+        shared: &Shared,
+        mut conn: Conn,
+        mut head: ResponseHead,
+        framing: StreamFraming,
+        id: JobId,
+        sub: Subscriber,
+    ) -> EventStream {
+        let mut frame = Vec::new();
+        framing.adapt(&mut head);
+        head.encode(&mut frame);
+        let dropped = conn.write_all(&frame).is_err();
+        EventStream {
+            conn,
+            framing,
+            id,
+            sub,
+            slot: shared.slot(id),
+            buf: Vec::new(),
+            reader: None,
+            archive_buf: Vec::new(),
+            counted: 0,
+            dropped,
         }
     }
-    shared.record_sent(sub.events_sent() - counted, 0);
-    shared.lock().unsubscribe(id, dropped, clock::now());
+
+    /// Serves the subscriber's bytes until the end of the log (then the framing's
+    /// end) or until the client goes away; `None` then. With `hand_off`, returns
+    /// the stream instead when it first has to wait (caught up, nothing written
+    /// since), for its caller to serve the rest elsewhere.
+    pub fn serve(
+        mut self,
+        shared: &Shared,
+        cluster: Option<&Cluster>,
+        hand_off: bool,
+    ) -> Option<EventStream> {
+        let framing = self.framing;
+        let id = self.id;
+        while !self.dropped {
+            // The subscriber appends after room for the chunk-size line: one copy of
+            // the log's bytes per subscriber, no re-framing copy.
+            framing.begin(&mut self.buf);
+            shared.record_sent(self.sub.events_sent() - self.counted, 0);
+            self.counted = self.sub.events_sent();
+            let Some(slot) = &self.slot else {
+                let _ = self.conn.write_all(framing.end());
+                break;
+            };
+            let listener = slot.listen();
+            let now = clock::now();
+            let next = self
+                .sub
+                .poll_transmit(slot.lock().log(), now, &mut self.buf);
+            let (conn, buf, sub) = (&mut self.conn, &mut self.buf, &mut self.sub);
+            match next {
+                Next::Wrote => self.dropped = conn.write_all(framing.finish(buf)).is_err(),
+                Next::Wait(deadline) => {
+                    // Caught up: let go of buffers grown by archive reads (a waiting
+                    // subscriber costs nothing but its socket).
+                    if buf.capacity() > 2 * spout_core::subscriber::TRANSMIT_BUDGET {
+                        *buf = Vec::new();
+                    }
+                    self.archive_buf = Vec::new();
+                    if hand_off {
+                        return Some(self);
+                    }
+                    self.dropped = !wait(conn, listener, deadline);
+                }
+                Next::ReadArchive { offset, first, len } => {
+                    // Read into a buffer kept from read to read (not zeroed again).
+                    let archive_buf = &mut self.archive_buf;
+                    let read = match (&shared.archive, &self.reader) {
+                        (Some(archive), None) => match archive.open_events(&id.to_string()) {
+                            Ok(r) => self.reader.insert(r).read_into(offset, len, archive_buf),
+                            Err(e) => Err(e),
+                        },
+                        (_, Some(r)) => r.read_into(offset, len, archive_buf),
+                        (None, None) => Ok(0),
+                    };
+                    let n = read.unwrap_or_else(|e| {
+                        log(&format!("job {id}: archive read failed: {e}"));
+                        0
+                    });
+                    let bytes = &archive_buf[..n];
+                    sub.handle_archive(slot.lock().log(), offset, first, bytes, buf);
+                    if !framing.is_empty(buf) {
+                        self.dropped = conn.write_all(framing.finish(buf)).is_err();
+                    }
+                }
+                Next::ReadStream { after, count } => {
+                    // Redis is read without the job's lock.
+                    let entries = cluster.and_then(|c| c.read_range(id, after, count));
+                    let now = clock::now();
+                    sub.handle_stream(slot.lock().log(), after, entries.as_deref(), now, buf);
+                    if !framing.is_empty(buf) {
+                        self.dropped = conn.write_all(framing.finish(buf)).is_err();
+                    }
+                }
+                Next::End => {
+                    let _ = conn.write_all(framing.end());
+                    break;
+                }
+            }
+            if !self.dropped {
+                shared.record_sent(0, self.buf.len() as u64);
+            }
+        }
+        shared.record_sent(self.sub.events_sent() - self.counted, 0);
+        shared.lock().unsubscribe(id, self.dropped, clock::now());
+        None
+    }
 }
 
 /// Serves the live job list (`GET /jobs` as an event stream): the head, then what
