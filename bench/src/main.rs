@@ -15,6 +15,7 @@ mod client;
 mod cluster;
 mod micro;
 mod target;
+mod wire;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
