@@ -616,6 +616,27 @@ pub fn open_idle(addr: SocketAddr, path: &str) -> Result<TcpStream, String> {
     Ok(s)
 }
 
+/// Reads whatever an idle subscriber's socket holds, without waiting, and counts the
+/// SSE blocks in it (blank lines: `\n\n`). The socket is left non-blocking.
+pub fn drain_blocks(s: &mut TcpStream) -> u64 {
+    if s.set_nonblocking(true).is_err() {
+        return 0;
+    }
+    let mut buf = [0u8; 4096];
+    let (mut blocks, mut last) = (0, 0u8);
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return blocks,
+            Ok(n) => {
+                let b = &buf[..n];
+                blocks += u64::from(last == b'\n' && b[0] == b'\n');
+                blocks += memchr::memmem::find_iter(b, b"\n\n").count() as u64;
+                last = b[n - 1];
+            }
+        }
+    }
+}
+
 /// `GET path` and returns (status, body).
 ///
 /// # Errors
