@@ -248,6 +248,20 @@ impl Sse {
             bytes = bytes.strip_prefix(b"\n").unwrap_or(bytes);
         }
         while let Some(end) = memchr2(b'\n', b'\r', bytes) {
+            // The usual end of an event: its only `data` line then a blank line, both
+            // in this input: dispatched from the input, without a copy.
+            if self.line.is_empty()
+                && self.data.is_empty()
+                && bytes[end] == b'\n'
+                && bytes.get(end + 1) == Some(&b'\n')
+            {
+                if let Some(value) = bytes[..end].strip_prefix(b"data:") {
+                    let value = value.strip_prefix(b" ").unwrap_or(value);
+                    self.dispatch(Some(value), on_event)?;
+                    bytes = &bytes[end + 2..];
+                    continue;
+                }
+            }
             if self.line.is_empty() {
                 self.line_ended(&bytes[..end], on_event)?;
             } else {
@@ -278,7 +292,7 @@ impl Sse {
         on_event: &mut impl FnMut(Event<'_>) -> Result<(), String>,
     ) -> Result<(), String> {
         if line.is_empty() {
-            return self.dispatch(on_event);
+            return self.dispatch(None, on_event);
         }
         let (name, value) = match memchr(b':', line) {
             Some(0) => return Ok(()),
@@ -306,26 +320,34 @@ impl Sse {
         Ok(())
     }
 
-    /// A blank line: the block ends.
+    /// A blank line: the block ends. `data`: the block's only data line, when it is
+    /// taken from the input rather than from `self.data`.
     fn dispatch(
         &mut self,
+        data: Option<&[u8]>,
         on_event: &mut impl FnMut(Event<'_>) -> Result<(), String>,
     ) -> Result<(), String> {
         self.last_id.clone_from(&self.id);
-        let r = if self.data.is_empty() {
-            Ok(())
-        } else {
-            self.data.pop(); // the last data line's LF
-            let event_type = if self.event_type.is_empty() {
-                &b"message"[..]
-            } else {
-                &self.event_type
-            };
-            on_event(Event {
-                event_type,
-                data: &self.data,
+        let data = match data {
+            Some(d) => Some(d),
+            // No data line at all: nothing is dispatched.
+            None if self.data.is_empty() => None,
+            None => {
+                self.data.pop(); // the last data line's LF
+                Some(&self.data[..])
+            }
+        };
+        let r = match data {
+            None => Ok(()),
+            Some(data) => on_event(Event {
+                event_type: if self.event_type.is_empty() {
+                    b"message"
+                } else {
+                    &self.event_type
+                },
+                data,
                 last_event_id: &self.last_id,
-            })
+            }),
         };
         self.data.clear();
         self.event_type.clear();
@@ -479,7 +501,8 @@ mod tests {
 
     #[test]
     fn sse_matches_the_core_decoder_at_every_cut() {
-        let inputs: [&[u8]; 6] = [
+        let inputs: [&[u8]; 7] = [
+            b"data:\n\nevent: e\ndata:\n\ndata: \n\nevent: none\n\ndata: d\n\n",
             b"retry: 1000\n\nid: 1\nevent: start\ndata: {}\n\n: heartbeat\n\nid: 2\nevent: stdout\ndata: {\"text\":\"a\\n\"}\n\n",
             b"data: one\r\ndata: two\r\n\r\ndata:three\rid: 7\r\revent\ndata\n\n",
             b"data: bom\n\nid: 5\n\nid: 6\ndata: x\n\nid\ndata: y\n\n",
