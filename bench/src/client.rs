@@ -1,7 +1,8 @@
-//! The load client: plain HTTP/1.1 over `std::net`, responses read by the core's
-//! decoder chained into its SSE decoder (`spout_core::client`), and every line of every event checked
-//! against the generator's sequence numbers (so "every event once and in order" is
-//! checked by content, for every peer, whatever its event ids look like).
+//! The load client: plain HTTP/1.1 over `std::net`, response heads read by the core's
+//! decoder (`spout_core::client`), bodies by the bench's own parsers (`wire`: framing,
+//! SSE, the events' JSON), and every line of every event checked byte for byte
+//! against the generator's (so "every event once and in order" is checked by
+//! content, for every peer, whatever its event ids look like).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use spout_core::client::{EventStreamDecoder, Progress, ResponseDecoder};
-use spout_core::sse::{Decoder, Item};
+use spout_core::client::{Framing, Progress, ResponseDecoder};
+
+use crate::wire;
 
 /// Sends one request with a JSON body and returns (status, body).
 ///
@@ -152,7 +154,9 @@ pub struct Seen {
     pub lines: u64,
     /// Body bytes received (the SSE wire bytes).
     pub bytes: u64,
-    /// From connect to the first output event.
+    /// From sending the request to the first byte of the response.
+    pub ttfb: Option<Duration>,
+    /// From sending the request to the first output event parsed.
     pub first_event: Option<Duration>,
     /// Latency samples in nanoseconds.
     pub latencies: Vec<u64>,
@@ -160,8 +164,21 @@ pub struct Seen {
     pub exited: bool,
 }
 
-/// Connects, sends the request and reads the response head (blocking).
-fn connect(addr: SocketAddr, w: &Watch) -> Result<(TcpStream, ResponseDecoder), String> {
+/// A stream whose response head has arrived.
+struct Opened {
+    stream: TcpStream,
+    /// Just before the request was written: what TTFB and first event count from.
+    t0: Instant,
+    /// From `t0` to the first byte of the response.
+    ttfb: Duration,
+    framing: wire::Framing,
+    /// Body bytes that came with the head.
+    rest: Vec<u8>,
+}
+
+/// Connects, sends the request and reads the response head (blocking). The head is
+/// parsed by the core's decoder; the body is left to [`wire`].
+fn connect(addr: SocketAddr, w: &Watch) -> Result<Opened, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).ok();
     let mut req = format!(
@@ -172,143 +189,261 @@ fn connect(addr: SocketAddr, w: &Watch) -> Result<(TcpStream, ResponseDecoder), 
         req.push_str(&format!("Last-Event-ID: {id}\r\n"));
     }
     req.push_str("\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .map_err(|e| e.to_string())?;
     // A slow reader must notice its stop flag even if the server sends nothing; any
     // other stream that is silent for longer than a heartbeat period has failed.
     let timeout = if w.stop.is_some() { 1 } else { 30 };
     stream
         .set_read_timeout(Some(Duration::from_secs(timeout)))
         .ok();
-    let body = Body::open(stream)?;
-    if body.status != 200 {
-        return Err(format!("{} answered {}", w.path, body.status));
+    let t0 = Instant::now();
+    stream
+        .write_all(req.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut ttfb = None;
+    let end = loop {
+        if let Some(end) = wire::head_end(&buf) {
+            break end;
+        }
+        if buf.len() > 64 * 1024 {
+            return Err("a response head over 64 KiB".into());
+        }
+        let at = buf.len();
+        buf.resize(at + 8192, 0);
+        let n = loop {
+            match stream.read(&mut buf[at..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read head: {e}")),
+            }
+        };
+        buf.truncate(at + n);
+        if n == 0 {
+            return Err("read head: closed before the head".into());
+        }
+        ttfb.get_or_insert_with(|| t0.elapsed());
+    };
+    let mut decoder = ResponseDecoder::new("GET");
+    decoder.handle_bytes(&buf[..end]);
+    let head = match decoder.poll_head() {
+        Ok(Some(head)) => head,
+        Ok(None) => return Err("read head: an interim response".into()),
+        Err(e) => return Err(format!("read head: {e}")),
+    };
+    if head.status != 200 {
+        return Err(format!("{} answered {}", w.path, head.status));
     }
+    // The client asks for no content coding; a server that sends one anyway fails.
+    if let Some(coding) = head.header("content-encoding") {
+        if !coding.trim().eq_ignore_ascii_case("identity") {
+            return Err(format!("{} sent Content-Encoding: {coding}", w.path));
+        }
+    }
+    let framing = match head.framing(false) {
+        Ok(Framing::Chunked) => wire::Framing::Chunked,
+        Ok(Framing::Length(n)) => wire::Framing::Length(n),
+        Ok(Framing::Empty) => wire::Framing::Length(0),
+        Ok(_) => wire::Framing::Close,
+        Err(e) => return Err(format!("read head: {e}")),
+    };
     if let Some(c) = &w.connected {
         c.fetch_add(1, Ordering::SeqCst);
     }
-    Ok((body.stream, body.decoder))
+    buf.drain(..end);
+    Ok(Opened {
+        stream,
+        t0,
+        // invariant: the loop above read at least one byte.
+        ttfb: ttfb.unwrap_or_default(),
+        framing,
+        rest: buf,
+    })
 }
 
 /// One subscriber's checks, fed with the bytes its socket yields (the same checks
-/// for the thread-per-subscriber client and the one-thread client).
+/// for the thread-per-subscriber client and the one-thread client): framing undone,
+/// SSE parsed, every output event's `text` unescaped and every line checked byte for
+/// byte, in order (`wire`).
 pub struct Checker {
-    w: Watch,
+    body: wire::Body,
+    sse: wire::Sse,
+    check: Check,
+    /// A slow reader's checks hold for what it read: an error ends it quietly.
+    lenient: bool,
+}
+
+/// The checks on the events, apart from the parsers that feed them.
+struct Check {
+    consecutive_ids: bool,
+    latency: bool,
+    first_only: bool,
     t0: Instant,
     seen: Seen,
-    events: EventStreamDecoder,
     next_seq: Option<u64>,
     last_id: Option<u64>,
-    carry: String,
+    /// Event text not yet checked: the start of a line that an event cut, or one
+    /// that held escapes.
+    text: Vec<u8>,
+    /// Where the current event's text lies in its data (`wire::json_text`).
+    spans: Vec<wire::Span>,
     done: bool,
-    /// A read error (one-thread client).
-    failed: Option<String>,
+}
+
+impl Check {
+    /// One event. Returns an empty error to stop parsing once the stream is done.
+    fn event(&mut self, ev: wire::Event<'_>) -> Result<(), String> {
+        if self.consecutive_ids {
+            let id: u64 = std::str::from_utf8(ev.last_event_id)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "id {:?} is not a number",
+                        String::from_utf8_lossy(ev.last_event_id)
+                    )
+                })?;
+            if let Some(prev) = self.last_id {
+                if id != prev + 1 {
+                    return Err(format!(
+                        "{} event id {id} after {prev} (data {:.80})",
+                        String::from_utf8_lossy(ev.event_type),
+                        String::from_utf8_lossy(ev.data)
+                    ));
+                }
+            }
+            self.last_id = Some(id);
+        }
+        match ev.event_type {
+            b"stdout" | b"stderr" | b"message" => {}
+            // The last event: stop here (a pub/sub peer keeps the stream open).
+            b"exit" => {
+                self.seen.exited = true;
+                self.done = true;
+                return Err(String::new());
+            }
+            _ => return Ok(()),
+        }
+        let whole = wire::json_text(ev.data, &mut self.spans)?;
+        self.seen.events += 1;
+        if self.seen.first_event.is_none() {
+            self.seen.first_event = Some(self.t0.elapsed());
+            if self.first_only {
+                self.done = true;
+                return Err(String::new());
+            }
+        }
+        let now = if self.latency { now_ns() } else { 0 };
+        if let Some(text) = whole {
+            for part in text.as_bytes().split_inclusive(|&c| c == b'\n') {
+                match part.strip_suffix(b"\n") {
+                    Some(line) => self.piece(line, b'\n', now)?,
+                    None => self.piece(part, 0, now)?,
+                }
+            }
+            return Ok(());
+        }
+        let spans = std::mem::take(&mut self.spans);
+        let r = spans
+            .iter()
+            .try_for_each(|&(s, e, c)| self.piece(&ev.data[s..e], c, now));
+        self.spans = spans;
+        r
+    }
+
+    /// A piece of an event's text, then the character `then` (`0`: none).
+    fn piece(&mut self, plain: &[u8], then: u8, now: u64) -> Result<(), String> {
+        match then {
+            // The usual case: a whole line in the event's data, checked in place.
+            b'\n' if self.text.is_empty() => self.line(plain, now),
+            b'\n' => {
+                self.text.extend_from_slice(plain);
+                let text = std::mem::take(&mut self.text);
+                let r = self.line(&text, now);
+                self.text = text;
+                self.text.clear();
+                r
+            }
+            0 => {
+                self.text.extend_from_slice(plain);
+                Ok(())
+            }
+            c => {
+                self.text.extend_from_slice(plain);
+                self.text.push(c);
+                Ok(())
+            }
+        }
+    }
+
+    /// One whole line of output (LF excluded).
+    fn line(&mut self, line: &[u8], now: u64) -> Result<(), String> {
+        let (seq, ts) = wire::gen_line(line, self.latency)?;
+        match self.next_seq {
+            Some(want) if want != seq => return Err(format!("line {seq} where {want} was due")),
+            _ => self.next_seq = Some(seq + 1),
+        }
+        if self.latency {
+            self.seen.latencies.push(now.saturating_sub(ts));
+        }
+        self.seen.lines += 1;
+        Ok(())
+    }
 }
 
 impl Checker {
-    fn new(w: &Watch, t0: Instant, decoder: ResponseDecoder) -> Checker {
+    fn new(w: &Watch, opened: &Opened) -> Checker {
         Checker {
-            w: w.clone(),
-            t0,
-            seen: Seen::default(),
-            events: EventStreamDecoder::new(decoder, Decoder::new()),
-            next_seq: w.first_seq,
-            last_id: w.last_event_id.as_deref().and_then(|s| s.parse().ok()),
-            carry: String::new(),
-            done: false,
-            failed: None,
+            body: wire::Body::new(opened.framing),
+            sse: wire::Sse::new(),
+            check: Check {
+                consecutive_ids: w.consecutive_ids,
+                latency: w.latency,
+                first_only: w.first_only,
+                t0: opened.t0,
+                seen: Seen {
+                    ttfb: Some(opened.ttfb),
+                    ..Seen::default()
+                },
+                next_seq: w.first_seq,
+                last_id: w.last_event_id.as_deref().and_then(|s| s.parse().ok()),
+                text: Vec::new(),
+                spans: Vec::new(),
+                done: false,
+            },
+            lenient: w.stop.is_some(),
         }
     }
 
-    /// Bytes read from the socket (`None`: end of stream).
-    fn feed(&mut self, bytes: Option<&[u8]>) {
-        match bytes {
-            Some(b) => self.events.handle_bytes(b),
-            None => self.events.handle_eof(),
+    /// Bytes read from the socket (`None`: end of stream), parsed and checked at
+    /// once; true when the stream is done (exit, end of body, or the first output
+    /// event for `first_only`).
+    ///
+    /// # Errors
+    /// The first violation, or broken framing.
+    fn feed(&mut self, bytes: Option<&[u8]>) -> Result<bool, String> {
+        if self.check.done {
+            return Ok(true);
         }
-    }
-
-    /// Checks every event decoded so far; true when the stream is done (exit,
-    /// end of body, or the first output event for `first_only`).
-    fn check(&mut self) -> Result<bool, String> {
-        let w = &self.w;
-        let seen = &mut self.seen;
-        loop {
-            let ev = match self.events.poll_item() {
-                Ok(Some(Item::Event(ev))) => ev,
-                Ok(Some(_)) => continue,
-                Ok(None) => break,
-                // A slow reader's checks hold for what it read.
-                Err(_) if w.stop.is_some() => {
-                    self.done = true;
-                    return Ok(true);
-                }
-                Err(e) => return Err(e.to_string()),
-            };
-            if w.consecutive_ids {
-                let id: u64 = ev
-                    .last_event_id
-                    .parse()
-                    .map_err(|_| format!("id {:?} is not a number", ev.last_event_id))?;
-                if let Some(prev) = self.last_id {
-                    if id != prev + 1 {
-                        return Err(format!(
-                            "{} event id {id} after {prev} (data {:.80})",
-                            ev.event_type, ev.data
-                        ));
-                    }
-                }
-                self.last_id = Some(id);
-            }
-            match ev.event_type.as_str() {
-                "stdout" | "stderr" | "message" => {}
-                // The last event: stop here (a pub/sub peer keeps the stream open).
-                "exit" => {
-                    seen.exited = true;
-                    break;
-                }
-                _ => continue,
-            }
-            let text = json_text(&ev.data)?;
-            seen.events += 1;
-            if seen.first_event.is_none() {
-                seen.first_event = Some(self.t0.elapsed());
-                if w.first_only {
-                    self.done = true;
-                    return Ok(true);
-                }
-            }
-            self.carry.push_str(&text);
-            let whole = self.carry.rfind('\n').map_or(0, |i| i + 1);
-            let now = if w.latency { now_ns() } else { 0 };
-            for line in self.carry[..whole].lines() {
-                let seq: u64 = line
-                    .get(..10)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| format!("not a generator line: {line:?}"))?;
-                match self.next_seq {
-                    Some(want) if want != seq => {
-                        return Err(format!("line {seq} where {want} was due"))
-                    }
-                    _ => self.next_seq = Some(seq + 1),
-                }
-                if w.latency {
-                    let ts: u64 = line.get(11..30).and_then(|s| s.parse().ok()).unwrap_or(0);
-                    seen.latencies.push(now.saturating_sub(ts));
-                }
-                seen.lines += 1;
-            }
-            self.carry.drain(..whole);
+        let Checker {
+            body, sse, check, ..
+        } = self;
+        let r = body.feed(bytes, &mut |piece| {
+            sse.feed(piece, &mut |ev| check.event(ev))
+        });
+        check.seen.bytes = body.len();
+        match r {
+            Ok(()) => {}
+            Err(_) if check.done => {}
+            Err(_) if self.lenient => check.done = true,
+            Err(e) => return Err(e),
         }
-        seen.bytes = self.events.response().body_len();
-        self.done = seen.exited || self.events.response().is_complete();
-        Ok(self.done)
+        check.done |= body.is_complete();
+        Ok(check.done)
     }
 
     /// The final checks once the stream is done.
-    fn finish(self) -> Result<Seen, String> {
-        let (w, seen) = (self.w, self.seen);
+    fn finish(self, w: &Watch) -> Result<Seen, String> {
+        let seen = self.check.seen;
         if w.first_only || w.stop.is_some() {
             return Ok(seen);
         }
@@ -330,124 +465,131 @@ impl Checker {
 /// A connection problem, an unexpected status, an id or line out of order, a missing
 /// line, or a stream that ended without `exit` (unless `first_only` or `stop`).
 pub fn watch(addr: SocketAddr, w: &Watch) -> Result<Seen, String> {
-    let t0 = Instant::now();
-    let (mut stream, decoder) = connect(addr, w)?;
+    let mut opened = connect(addr, w)?;
     let stopped = || w.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
-    let mut c = Checker::new(w, t0, decoder);
+    let mut c = Checker::new(w, &opened);
+    let mut done = c.feed(Some(&opened.rest))?;
     let mut buf = vec![0u8; 256 * 1024];
-    loop {
+    while !done {
         if stopped() {
-            return Ok(c.seen);
+            return Ok(c.check.seen);
         }
-        if c.check()? {
-            break;
-        }
-        let read = read_into(&mut stream, &mut buf, |bytes| c.feed(bytes));
-        match read {
-            Ok(()) => {}
+        done = match opened.stream.read(&mut buf) {
+            Ok(0) => c.feed(None)?,
+            Ok(n) => c.feed(Some(&buf[..n]))?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
             // A slow reader's 1 s read timeout: look at the stop flag again.
-            Err(_) if w.stop.is_some() => continue,
-            Err(e) => return Err(e),
-        }
+            Err(_) if w.stop.is_some() => false,
+            Err(e) => return Err(format!("read: {e}")),
+        };
         if let Some(p) = w.read_pause {
             std::thread::sleep(p);
         }
     }
-    c.finish()
+    c.finish(w)
 }
 
 /// The one-thread client: opens `n` streams (blocking, one after the other, each
 /// counted in `w.connected` when its head has arrived), then reads them all from
-/// this one thread: non-blocking sockets with default buffers, `poll(2)` for
-/// readiness, 64 KiB reads, every event parsed and checked. A slow reader by
-/// design, so the server's backpressure path is what is measured.
+/// this one thread: non-blocking sockets with default buffers, `epoll(7)` for
+/// readiness (level-triggered), one 64 KiB read per ready socket per wake-up, every
+/// event parsed and checked. A slow reader by design, so the server's backpressure
+/// path is what is measured.
 ///
 /// Returns one result per stream, in connection order.
 pub fn watch_all(addr: SocketAddr, w: &Watch, n: usize) -> Vec<Result<Seen, String>> {
-    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::event::epoll;
     let mut results: Vec<Option<Result<Seen, String>>> = (0..n).map(|_| None).collect();
-    let mut live: Vec<(usize, TcpStream, Checker)> = Vec::with_capacity(n);
-    for (i, slot) in results.iter_mut().enumerate() {
-        let t0 = Instant::now();
-        match connect(addr, w).and_then(|(s, d)| {
-            s.set_nonblocking(true).map_err(|e| e.to_string())?;
-            Ok((s, d))
-        }) {
-            Ok((s, d)) => live.push((i, s, Checker::new(w, t0, d))),
-            Err(e) => *slot = Some(Err(e)),
+    let mut live: Vec<Option<(TcpStream, Checker)>> = (0..n).map(|_| None).collect();
+    let ep = match epoll::create(epoll::CreateFlags::CLOEXEC) {
+        Ok(ep) => ep,
+        Err(e) => return (0..n).map(|_| Err(format!("epoll: {e}"))).collect(),
+    };
+    let mut left = 0;
+    for i in 0..n {
+        let started = connect(addr, w).and_then(|o| {
+            o.stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let mut c = Checker::new(w, &o);
+            // Events that came with the head.
+            if c.feed(Some(&o.rest))? {
+                return Ok((o.stream, c, true));
+            }
+            epoll::add(
+                &ep,
+                &o.stream,
+                epoll::EventData::new_u64(i as u64),
+                epoll::EventFlags::IN,
+            )
+            .map_err(|e| format!("epoll: {e}"))?;
+            Ok((o.stream, c, false))
+        });
+        match started {
+            Ok((_, c, true)) => results[i] = Some(c.finish(w)),
+            Ok((s, c, false)) => {
+                live[i] = Some((s, c));
+                left += 1;
+            }
+            Err(e) => results[i] = Some(Err(e)),
         }
     }
     let mut buf = vec![0u8; 64 * 1024];
+    let none = epoll::Event {
+        flags: epoll::EventFlags::empty(),
+        data: epoll::EventData::new_u64(0),
+    };
+    let mut ready = vec![none; n.max(1)];
     let timeout = rustix::event::Timespec {
         tv_sec: 30,
         tv_nsec: 0,
     };
-    while !live.is_empty() {
-        // Events that came with the head, or a stream done: settle those first.
-        let mut k = 0;
-        while k < live.len() {
-            let (i, _, c) = &mut live[k];
-            let i = *i;
-            match c.check() {
-                Ok(false) => k += 1,
-                Ok(true) => {
-                    let (_, _, c) = live.swap_remove(k);
-                    results[i] = Some(c.finish());
-                }
-                Err(e) => {
-                    live.swap_remove(k);
-                    results[i] = Some(Err(e));
-                }
-            }
-        }
-        if live.is_empty() {
-            break;
-        }
-        let mut fds: Vec<PollFd<'_>> = live
-            .iter()
-            .map(|(_, s, _)| PollFd::new(s, PollFlags::IN))
-            .collect();
-        match poll(&mut fds, Some(&timeout)) {
+    while left > 0 {
+        let got = match epoll::wait(&ep, &mut ready[..], Some(&timeout)) {
             Ok(0) => {
-                for (i, _, _) in live.drain(..) {
-                    results[i] = Some(Err("no bytes for 30 s".into()));
+                for (i, slot) in live.iter_mut().enumerate() {
+                    if slot.take().is_some() {
+                        results[i] = Some(Err("no bytes for 30 s".into()));
+                    }
                 }
                 break;
             }
-            Ok(_) => {}
+            Ok(got) => got,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => {
-                for (i, _, _) in live.drain(..) {
-                    results[i] = Some(Err(format!("poll: {e}")));
+                for (i, slot) in live.iter_mut().enumerate() {
+                    if slot.take().is_some() {
+                        results[i] = Some(Err(format!("epoll: {e}")));
+                    }
                 }
                 break;
             }
-        }
-        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
-        drop(fds);
-        for (k, (_, s, c)) in live.iter_mut().enumerate() {
-            if !ready[k] {
+        };
+        for ev in &ready[..got] {
+            let i = ev.data.u64() as usize;
+            let Some((s, c)) = live.get_mut(i).and_then(Option::as_mut) else {
                 continue;
-            }
-            // One read per ready socket per round: the client drains no faster
+            };
+            // One read per ready socket per wake-up: the client drains no faster
             // than it parses, as a real one-thread reader would.
-            match s.read(&mut buf) {
+            let r = match s.read(&mut buf) {
                 Ok(0) => c.feed(None),
                 Ok(m) => c.feed(Some(&buf[..m])),
                 Err(e)
                     if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => c.failed = Some(format!("read: {e}")),
-            }
-        }
-        // Read errors: report them.
-        let mut k = 0;
-        while k < live.len() {
-            if live[k].2.failed.is_some() {
-                let (i, _, c) = live.swap_remove(k);
-                results[i] = Some(Err(c.failed.unwrap_or_default()));
-            } else {
-                k += 1;
+                        || e.kind() == std::io::ErrorKind::Interrupted =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(format!("read: {e}")),
+            };
+            let r = match r {
+                Ok(false) => continue,
+                Ok(true) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Some((s, c)) = live[i].take() {
+                let _ = epoll::delete(&ep, &s);
+                left -= 1;
+                results[i] = Some(r.and_then(|()| c.finish(w)));
             }
         }
     }
@@ -455,16 +597,6 @@ pub fn watch_all(addr: SocketAddr, w: &Watch, n: usize) -> Vec<Result<Seen, Stri
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err("not run".into())))
         .collect()
-}
-
-/// The `text` of a `{"text": …}` event.
-fn json_text(data: &str) -> Result<String, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(data).map_err(|e| format!("event data is not JSON: {e}"))?;
-    v.get("text")
-        .and_then(|t| t.as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| "event data has no text".into())
 }
 
 /// Opens a stream and keeps it open without reading past the first body bytes: an
@@ -482,6 +614,27 @@ pub fn open_idle(addr: SocketAddr, path: &str) -> Result<TcpStream, String> {
         return Err(format!("{path} answered {}", body.status));
     }
     Ok(s)
+}
+
+/// Reads whatever an idle subscriber's socket holds, without waiting, and counts the
+/// SSE blocks in it (blank lines: `\n\n`). The socket is left non-blocking.
+pub fn drain_blocks(s: &mut TcpStream) -> u64 {
+    if s.set_nonblocking(true).is_err() {
+        return 0;
+    }
+    let mut buf = [0u8; 4096];
+    let (mut blocks, mut last) = (0, 0u8);
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return blocks,
+            Ok(n) => {
+                let b = &buf[..n];
+                blocks += u64::from(last == b'\n' && b[0] == b'\n');
+                blocks += memchr::memmem::find_iter(b, b"\n\n").count() as u64;
+                last = b[n - 1];
+            }
+        }
+    }
 }
 
 /// `GET path` and returns (status, body).
