@@ -1,5 +1,6 @@
-//! `spout-blocking serve`: start-up (config, archive, restore), the accept loop,
-//! one thread per connection moving requests to the core and its answers back
+//! `spout-blocking serve`: start-up (config, archive, restore), connection threads
+//! that take turns at accepting and serve what they accept, each moving requests
+//! to the core and its answers back
 //! (bounded: past the bound a connection gets the core's `503`), and a clean
 //! shutdown on SIGINT/SIGTERM. The same loop as `runtime-smol/src/serve.rs`, on
 //! std sockets and threads.
@@ -633,7 +634,7 @@ impl Gate {
     }
 }
 
-/// A slot taken from the [`Gate`], given back when its thread ends (or cannot start).
+/// A slot taken from the [`Gate`], given back when its connection ends.
 struct Permit {
     state: Arc<State>,
     serving: bool,
