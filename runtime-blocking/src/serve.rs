@@ -1,5 +1,6 @@
-//! `spout-blocking serve`: start-up (config, archive, restore), the accept loop,
-//! one thread per connection moving requests to the core and its answers back
+//! `spout-blocking serve`: start-up (config, archive, restore), connection threads
+//! that take turns at accepting and serve what they accept, each moving requests
+//! to the core and its answers back
 //! (bounded: past the bound a connection gets the core's `503`), and a clean
 //! shutdown on SIGINT/SIGTERM. The same loop as `runtime-smol/src/serve.rs`, on
 //! std sockets and threads.
@@ -122,46 +123,163 @@ fn serve(started: Started) -> anyhow::Result<()> {
     watch_signals(state.clone(), wake_tx)?;
     log(&format!("listening on http://{addr}"));
     log(&summary);
-    accept_loop(&state, &listener, &wake);
-    drop(listener);
+    accept_loop(&state, listener, wake);
     shutdown(&state);
     Ok(())
 }
 
-/// Accepts connections until shutdown, each on a thread of its own once it has a
-/// slot in the [`Gate`].
-fn accept_loop(state: &Arc<State>, listener: &TcpListener, wake: &UnixStream) {
+/// Connection threads kept waiting for the accepting role (spares): one takes it
+/// the moment the thread that accepted a connection starts serving it, so no
+/// thread start lies between a connection's arrival and its answer. A thread that
+/// finishes serving waits as a spare while fewer than this many wait, else ends.
+const SPARES: usize = 4;
+
+/// The accepting role, handed from thread to thread (leader/follower): whoever
+/// holds `listen` waits for the next connection; the others wait for `listen`.
+struct Acceptors {
+    role: Mutex<Role>,
+    /// Signalled when `listen` is put back or the server stops (spares wait on it).
+    handed: Condvar,
+    /// Signalled when the server stops (the main thread waits on it).
+    stopped: Condvar,
+}
+
+/// What the [`Acceptors`] lock guards.
+struct Role {
+    /// The listener and the stop socket, held by no thread (`Some`) or by the
+    /// accepting one (`None`); dropped (the listener closed) once stopping.
+    listen: Option<Listen>,
+    /// Threads waiting for `listen`.
+    spares: usize,
+    /// The accepting thread saw the stop: the main thread may shut down.
+    stopped: bool,
+}
+
+/// The listener and the socket the signal thread writes to on SIGINT/SIGTERM.
+struct Listen {
+    listener: TcpListener,
+    wake: UnixStream,
+}
+
+impl Acceptors {
+    fn role(&self) -> MutexGuard<'_, Role> {
+        self.role.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Accepts connections until shutdown, each served on the thread that accepted it
+/// once it has a slot in the [`Gate`], with the accepting role handed to a spare
+/// thread first; returns (on the main thread) once the listener is closed.
+fn accept_loop(state: &Arc<State>, listener: TcpListener, wake: UnixStream) {
+    let acceptors = Arc::new(Acceptors {
+        role: Mutex::new(Role {
+            listen: Some(Listen { listener, wake }),
+            spares: 0,
+            stopped: false,
+        }),
+        handed: Condvar::new(),
+        stopped: Condvar::new(),
+    });
+    if let Err(e) = start_acceptor(state, &acceptors) {
+        log(&format!("cannot start a connection thread: {e}"));
+        // Accept on this thread: a thread per connection cannot start either.
+        acceptor(state, &acceptors);
+    }
+    let mut role = acceptors.role();
+    while !role.stopped {
+        role = acceptors
+            .stopped
+            .wait(role)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// Starts a connection thread (named, its stack bounded) that runs [`acceptor`].
+fn start_acceptor(state: &Arc<State>, acceptors: &Arc<Acceptors>) -> io::Result<()> {
+    let (state, acceptors) = (state.clone(), acceptors.clone());
+    thread::Builder::new()
+        .name("spout-conn".into())
+        .stack_size(STACK_BYTES)
+        .spawn(move || acceptor(&state, &acceptors))
+        .map(drop)
+}
+
+/// A connection thread: takes the accepting role when it is free, accepts one
+/// connection, hands the role on (to a spare, or to a thread started for it) and
+/// serves the connection; then waits as a spare or ends (see [`SPARES`]).
+fn acceptor(state: &Arc<State>, acceptors: &Arc<Acceptors>) {
     loop {
-        // A slot first: past the bound, new connections wait in the backlog.
-        let Some(permit) = Permit::take(state) else {
+        let listen = {
+            let mut role = acceptors.role();
+            loop {
+                if role.stopped {
+                    return;
+                }
+                if let Some(listen) = role.listen.take() {
+                    break listen;
+                }
+                if role.spares >= SPARES {
+                    return;
+                }
+                role.spares += 1;
+                role = acceptors
+                    .handed
+                    .wait(role)
+                    .unwrap_or_else(PoisonError::into_inner);
+                role.spares -= 1;
+            }
+        };
+        let Some((permit, stream, peer)) = accept_one(state, &listen) else {
+            // Stopping: the listener closes here, before the main thread shuts down.
+            drop(listen);
+            acceptors.role().stopped = true;
+            acceptors.handed.notify_all();
+            acceptors.stopped.notify_all();
             return;
         };
-        loop {
-            match readable(listener, wake) {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    log(&format!("accept failed: {e}"));
-                    thread::sleep(ACCEPT_BACKOFF);
-                    continue;
-                }
+        let start = {
+            let mut role = acceptors.role();
+            role.listen = Some(listen);
+            role.spares == 0
+        };
+        acceptors.handed.notify_one();
+        if start {
+            if let Err(e) = start_acceptor(state, acceptors) {
+                // The next thread to finish serving takes the role.
+                log(&format!("cannot start a connection thread: {e}"));
             }
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    start_connection(permit, stream, peer);
-                    break;
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => {
-                    // Out of descriptors (EMFILE) and the like: wait instead of
-                    // spinning; service resumes when descriptors come back.
-                    log(&format!("accept failed: {e}"));
-                    thread::sleep(ACCEPT_BACKOFF);
-                }
+        }
+        serve_connection(permit, stream, peer);
+    }
+}
+
+/// Takes a slot, then waits for a connection and accepts it; `None` once the
+/// server is stopping.
+fn accept_one(state: &Arc<State>, listen: &Listen) -> Option<(Permit, TcpStream, SocketAddr)> {
+    // A slot first: past the bound, new connections wait in the backlog.
+    let permit = Permit::take(state)?;
+    loop {
+        match readable(&listen.listener, &listen.wake) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                log(&format!("accept failed: {e}"));
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        }
+        match listen.listener.accept() {
+            Ok((stream, peer)) => return Some((permit, stream, peer)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                // Out of descriptors (EMFILE) and the like: wait instead of
+                // spinning; service resumes when descriptors come back.
+                log(&format!("accept failed: {e}"));
+                thread::sleep(ACCEPT_BACKOFF);
             }
         }
     }
@@ -183,32 +301,25 @@ fn readable(listener: &TcpListener, wake: &UnixStream) -> io::Result<bool> {
     Ok(fds[1].revents().is_empty())
 }
 
-/// Runs `stream`'s connection on a thread of its own (named, small stack).
-fn start_connection(permit: Permit, stream: TcpStream, peer: SocketAddr) {
-    let task = move || {
-        let permit = permit;
-        // Accepted sockets need not inherit the listener's non-blocking mode
-        // everywhere; this runtime's reads and writes block (with timeouts).
-        let conn = stream
-            .set_nonblocking(false)
-            .and_then(|()| Conn::new(stream));
-        match conn {
-            Ok(conn) if permit.serving => {
-                if let Some(stream) = connection(&permit.state, conn, &peer.to_string()) {
-                    serve_stream(permit, stream);
-                }
-            }
-            Ok(conn) => refuse(&permit.state, conn, &peer.to_string()),
-            Err(e) => log(&format!("{peer}: cannot set up the connection: {e}")),
-        }
+/// Serves `stream`'s connection on this thread (an event stream moves to a thread
+/// of its own at its first wait: [`serve_stream`]).
+fn serve_connection(permit: Permit, stream: TcpStream, peer: SocketAddr) {
+    // Linux's `accept` gives a blocking socket whatever the listener's mode; other
+    // systems pass the listener's non-blocking mode on. This runtime's reads and
+    // writes block (with timeouts).
+    let blocking = if cfg!(target_os = "linux") {
+        Ok(())
+    } else {
+        stream.set_nonblocking(false)
     };
-    if let Err(e) = thread::Builder::new()
-        .name("spout-conn".into())
-        .stack_size(STACK_BYTES)
-        .spawn(task)
-    {
-        // The connection (dropped with the task) is closed unanswered.
-        log(&format!("cannot start a connection thread: {e}"));
+    match blocking.and_then(|()| Conn::new(stream)) {
+        Ok(conn) if permit.serving => {
+            if let Some(stream) = connection(&permit.state, conn, &peer.to_string()) {
+                serve_stream(permit, stream);
+            }
+        }
+        Ok(conn) => refuse(&permit.state, conn, &peer.to_string()),
+        Err(e) => log(&format!("{peer}: cannot set up the connection: {e}")),
     }
 }
 
@@ -523,7 +634,7 @@ impl Gate {
     }
 }
 
-/// A slot taken from the [`Gate`], given back when its thread ends (or cannot start).
+/// A slot taken from the [`Gate`], given back when its connection ends.
 struct Permit {
     state: Arc<State>,
     serving: bool,

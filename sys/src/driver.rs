@@ -200,9 +200,13 @@ impl Drop for RegistryGuard<'_> {
     }
 }
 
-/// Writes one log line to stderr (the server's log).
+/// Writes one log line to stderr (the server's log), in one `write` (`eprintln!`
+/// makes one per piece of its format), so lines from threads never interleave.
 pub fn log(line: &str) {
-    eprintln!("spout: {line}");
+    use std::io::Write as _;
+    let line = format!("spout: {line}\n");
+    // A log line that cannot be written has nowhere else to go.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// What [`JobIo::drain`] saw that the runtime must act on itself.
