@@ -205,6 +205,8 @@ pub struct Subscriber {
     /// A text subscriber (rule 8): `Some(limit)`, where `limit` is the last id it
     /// sends (`None`: follow to the `exit`).
     text: Option<Option<u64>>,
+    /// The last [`Subscriber::poll_transmit`] wrote a heartbeat and nothing else.
+    heartbeat_only: bool,
 }
 
 /// Where one call's bytes go: straight into the buffer (identity), or through the
@@ -314,6 +316,7 @@ impl Subscriber {
             gzip: None,
             stream_retry_at: None,
             text: None,
+            heartbeat_only: false,
         };
         if let Some(text) = params.last_event_id {
             let cursor = Cursor::parse(text).map_err(|e| {
@@ -370,6 +373,7 @@ impl Subscriber {
             gzip: None,
             stream_retry_at: None,
             text: Some((!follow).then(|| log.last_visible())),
+            heartbeat_only: false,
         }
     }
 
@@ -407,9 +411,22 @@ impl Subscriber {
         self.next
     }
 
+    /// After a [`Subscriber::poll_transmit`] that answered [`Next::Wrote`] with a
+    /// heartbeat and nothing else: the deadline the next call would answer
+    /// [`Next::Wait`] with while the log does not change (the next heartbeat).
+    /// A runtime that listened for the log's changes before that call may wait
+    /// for it at once, without asking again: an idle stream's heartbeat then costs
+    /// one look at the log, not two. `None` after any other answer.
+    #[must_use]
+    pub fn wait_after_heartbeat(&self) -> Option<Instant> {
+        self.heartbeat_only
+            .then(|| self.last_write + self.heartbeat)
+    }
+
     /// Appends the next bytes to send to `buf` (whole events, up to
     /// [`TRANSMIT_BUDGET`]) and says what to do next.
     pub fn poll_transmit(&mut self, log: &Log, now: Instant, buf: &mut Vec<u8>) -> Next {
+        self.heartbeat_only = false;
         let mut gz = self.gzip.take();
         let mut sink = Sink::new(buf, gz.as_mut());
         sink.text = self.text.is_some();
@@ -523,6 +540,7 @@ impl Subscriber {
             }
             sink.own(&own);
             self.last_write = now;
+            self.heartbeat_only = true;
             return Next::Wrote;
         }
         Next::Wait(Some(due))
@@ -890,6 +908,66 @@ mod gzip_tests {
             assert!(!ended);
             assert_eq!(got, want, "after step {i}");
         }
+    }
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+    use crate::log::Kind;
+
+    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn append(log: &mut Log, text: &str) {
+        log.append(Kind::Output, |id, buf| {
+            buf.extend_from_slice(format!("id: {}\ndata: {text}\n\n", id.get()).as_bytes());
+        });
+    }
+
+    #[test]
+    fn the_wait_after_a_heartbeat_is_what_the_next_poll_answers() {
+        let t0 = t0();
+        let mut log = Log::new(Persistence::Memory, 1 << 20);
+        append(&mut log, "a");
+        let settings = StreamSettings::default();
+        let mut sub = Subscriber::open(&log, &SubscribeParams::default(), &settings, 3, t0)
+            .expect("a fresh subscription opens");
+        let mut buf = Vec::new();
+        // The preamble and the event: not a heartbeat.
+        assert_eq!(sub.poll_transmit(&log, t0, &mut buf), Next::Wrote);
+        assert_eq!(sub.wait_after_heartbeat(), None);
+        let due = t0 + settings.heartbeat;
+        assert_eq!(
+            sub.poll_transmit(&log, t0 + ms(5), &mut buf),
+            Next::Wait(Some(due))
+        );
+        assert_eq!(sub.wait_after_heartbeat(), None);
+        // Silence: a heartbeat, and the next wait is known without asking again.
+        let at = due + ms(40);
+        buf.clear();
+        assert_eq!(sub.poll_transmit(&log, at, &mut buf), Next::Wrote);
+        assert_eq!(buf, b":\n\n");
+        let next = sub.wait_after_heartbeat();
+        assert_eq!(next, Some(at + settings.heartbeat));
+        let mut again = sub.clone();
+        assert_eq!(
+            again.poll_transmit(&log, at + ms(1), &mut Vec::new()),
+            Next::Wait(next)
+        );
+        // An event after the heartbeat is written at the next poll, and the one
+        // after that is no heartbeat.
+        append(&mut log, "b");
+        buf.clear();
+        assert_eq!(sub.poll_transmit(&log, at + ms(2), &mut buf), Next::Wrote);
+        assert!(buf.starts_with(b"id: 2"));
+        assert_eq!(sub.wait_after_heartbeat(), None);
     }
 }
 

@@ -214,7 +214,18 @@ pub async fn events(
     let mut archive_buf = Vec::new();
     let mut waiting = Waiting::new(stream);
     let mut counted = 0;
+    // After a heartbeat: the listener taken before it and the core's next deadline
+    // (`Subscriber::wait_after_heartbeat`), waited for without another look at the
+    // job. Anything appended since that look wakes the listener.
+    let mut idle = None;
     while !dropped {
+        if let Some((listener, deadline)) = idle.take() {
+            shrink(&mut buf, &mut archive_buf);
+            if !waiting.wait(listener, Some(deadline)).await {
+                dropped = true;
+                break;
+            }
+        }
         // The subscriber appends after room for the chunk-size line: one copy of
         // the log's bytes per subscriber, no re-framing copy.
         framing.begin(&mut buf);
@@ -228,7 +239,10 @@ pub async fn events(
         let now = clock::now();
         let next = sub.poll_transmit(slot.lock().log(), now, &mut buf);
         match next {
-            Next::Wrote => dropped = !send(&mut w, framing.finish(&mut buf)).await,
+            Next::Wrote => {
+                dropped = !send(&mut w, framing.finish(&mut buf)).await;
+                idle = sub.wait_after_heartbeat().map(|t| (listener, t));
+            }
             Next::Wait(deadline) => {
                 shrink(&mut buf, &mut archive_buf);
                 dropped = !waiting.wait(listener, deadline).await;
