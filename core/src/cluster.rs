@@ -1199,18 +1199,10 @@ pub fn remote_status(
 mod tests {
     use super::*;
     use crate::config::{ArgsRule, PtySize};
+    use crate::fuzzing::{ms, t0};
 
     fn id(n: u64) -> EventId {
         EventId::new(n).unwrap()
-    }
-
-    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
-    fn t0() -> Instant {
-        Instant::now()
-    }
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
     }
 
     #[test]

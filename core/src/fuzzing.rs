@@ -21,6 +21,14 @@ pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// Simulated time zero for the core's tests: any instant will do, and this is the
+/// one clock read of the core's test code.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn t0() -> Instant {
+    Instant::now()
+}
+
 /// One job, its fake archive file, and what it asked of the runtime.
 pub struct Sim {
     /// Simulated start time.

@@ -1089,12 +1089,7 @@ fn exit_summary(wire: &[u8]) -> Option<ExitSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuzzing::{ms, wall0, Sim};
-
-    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
-    fn t0() -> Instant {
-        Instant::now()
-    }
+    use crate::fuzzing::{ms, t0, wall0, Sim};
 
     fn group() -> ProcessGroup {
         ProcessGroup {

@@ -713,15 +713,7 @@ pub fn output_text(wire: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod coalesce_tests {
     use super::*;
-
-    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
-    fn t0() -> Instant {
-        Instant::now()
-    }
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
+    use crate::fuzzing::{ms, t0};
 
     #[test]
     fn deadlines_round_up_to_the_next_slice_boundary() {
@@ -759,16 +751,8 @@ mod coalesce_tests {
 #[cfg(test)]
 mod gzip_tests {
     use super::*;
+    use crate::fuzzing::{ms, t0};
     use crate::log::Kind;
-
-    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
-    fn t0() -> Instant {
-        Instant::now()
-    }
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
 
     /// A log of `n` events (the last one `exit`), gzip enabled from event
     /// `gzip_from` on, with a small window so old events come from the archive (or
@@ -914,16 +898,8 @@ mod gzip_tests {
 #[cfg(test)]
 mod heartbeat_tests {
     use super::*;
+    use crate::fuzzing::{ms, t0};
     use crate::log::Kind;
-
-    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
-    fn t0() -> Instant {
-        Instant::now()
-    }
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
 
     fn append(log: &mut Log, text: &str) {
         log.append(Kind::Output, |id, buf| {
@@ -976,17 +952,9 @@ mod stream_tests {
     //! Another server's job (`Persistence::Stream`): history beyond the window read
     //! from a fake Redis stream, ids not read yet, text subscribers.
     use super::*;
+    use crate::fuzzing::{ms, t0};
     use crate::job::Job;
     use crate::JobId;
-
-    #[allow(clippy::disallowed_methods)] // the one clock read: simulated time zero
-    fn t0() -> Instant {
-        Instant::now()
-    }
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
 
     fn entry(n: u64, last: u64) -> StreamEntry {
         let (kind, data) = match n {

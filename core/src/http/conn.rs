@@ -850,11 +850,8 @@ mod fuzz {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzzing::{ms, t0};
     use crate::http::MAX_HEAD_BYTES;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
@@ -888,9 +885,8 @@ mod tests {
             Sim::with(ConnLimits::default())
         }
 
-        #[allow(clippy::disallowed_methods)] // any instant will do as simulated time zero
         fn with(limits: ConnLimits) -> Sim {
-            let t0 = Instant::now();
+            let t0 = t0();
             Sim {
                 conn: ServerConn::new(limits, t0),
                 t0,
@@ -1426,9 +1422,8 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::disallowed_methods)] // any instant will do as simulated time zero
     fn fuzz_entry_runs_on_seeds() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let seeds: &[&[u8]] = &[
             b"",
             b"\x00\x04\x02GET / HTTP/1.1\r\nHost: a\r\n\r\n",
