@@ -5,8 +5,10 @@
 //! Nothing here is used by the runtimes.
 
 use crate::event::{ExitStatus, Stream};
+use crate::http::{self, Request};
 use crate::job::{Action, Job, JobSettings, Signal};
 use crate::log::Persistence;
+use crate::registry::{Inputs, JobCell, Registry, Reply};
 use crate::subscriber::{Next, Refusal, StreamSettings, SubscribeParams, Subscriber};
 use crate::JobId;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,6 +21,33 @@ pub fn wall0() -> SystemTime {
 /// `n` milliseconds.
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// Asks `reg` one request as a runtime would (HTTP/1.1, `Host: 127.0.0.1:8080`,
+/// `body` as JSON): admission, then the answer; a refusal at admission comes back
+/// as its full response. For tests of the registry and of what drives it.
+pub fn ask<C: JobCell>(
+    reg: &mut Registry<C>,
+    method: &str,
+    target: &str,
+    body: &[u8],
+    inputs: Inputs,
+) -> Reply {
+    let length = body.len().to_string();
+    let headers: &[(&str, &[u8])] = &[
+        ("Host", b"127.0.0.1:8080"),
+        ("Content-Type", b"application/json"),
+        ("Content-Length", length.as_bytes()),
+    ];
+    let req = Request {
+        method,
+        target,
+        headers,
+    };
+    match reg.admit(&req, 1) {
+        http::Admission::Handle(admitted) => reg.handle(&req, admitted, body, inputs),
+        http::Admission::Respond(r) => Reply::Full(r),
+    }
 }
 
 /// Simulated time zero for the core's tests: any instant will do, and this is the

@@ -1400,27 +1400,12 @@ mod tests {
     }
 
     fn ask(reg: &mut Registry, method: &str, target: &str, body: &[u8]) -> Reply {
-        let length = body.len().to_string();
-        let headers: &[(&str, &[u8])] = &[
-            ("Host", b"127.0.0.1:8080"),
-            ("Content-Type", b"application/json"),
-            ("Content-Length", length.as_bytes()),
-        ];
-        let req = Request {
-            method,
-            target,
-            headers,
-        };
-        let admitted = match reg.admit(&req, 1) {
-            http::Admission::Handle(a) => a,
-            http::Admission::Respond(r) => return Reply::Full(r),
-        };
         let inputs = Inputs {
             now: crate::fuzzing::t0(),
             wall: crate::fuzzing::wall0(),
             random: [3; 16],
         };
-        reg.handle(&req, admitted, body, inputs)
+        crate::fuzzing::ask(reg, method, target, body, inputs)
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use spout_core::cluster::RedisUrl;
 use spout_core::event::{ExitStatus, Stream};
-use spout_core::http::{self, Request};
+use spout_core::fuzzing;
 use spout_core::job::State;
 use spout_core::registry::{Inputs, Registry, Reply};
 use spout_core::JobId;
@@ -56,23 +56,7 @@ fn inputs(seed: u8) -> Inputs {
 }
 
 fn ask(shared: &Shared, method: &str, target: &str, body: &[u8], seed: u8) -> Reply {
-    let length = body.len().to_string();
-    let headers: &[(&str, &[u8])] = &[
-        ("Host", b"127.0.0.1:8080"),
-        ("Content-Type", b"application/json"),
-        ("Content-Length", length.as_bytes()),
-    ];
-    let req = Request {
-        method,
-        target,
-        headers,
-    };
-    let mut registry = shared.lock();
-    let admitted = match registry.admit(&req, 1) {
-        http::Admission::Handle(a) => a,
-        http::Admission::Respond(r) => return Reply::Full(r),
-    };
-    registry.handle(&req, admitted, body, inputs(seed))
+    fuzzing::ask(&mut shared.lock(), method, target, body, inputs(seed))
 }
 
 /// Creates a job on `owner` as `POST /jobs` does, its lease and record in Redis.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use spout_core::event::{ExitStatus, Stream};
-use spout_core::http::{self, Request};
+use spout_core::fuzzing;
 use spout_core::registry::{Inputs, Registry, Reply};
 use spout_core::JobId;
 use spout_sys::archive::ArchiveDir;
@@ -39,29 +39,20 @@ fn server() -> Server {
 
 /// Creates a job as `POST /jobs` does.
 fn create(shared: &Shared) -> JobId {
-    let body = br#"{"command":"b"}"#;
-    let length = body.len().to_string();
-    let headers: &[(&str, &[u8])] = &[
-        ("Host", b"127.0.0.1:8080"),
-        ("Content-Type", b"application/json"),
-        ("Content-Length", length.as_bytes()),
-    ];
-    let req = Request {
-        method: "POST",
-        target: "/jobs",
-        headers,
-    };
-    let mut registry = shared.lock();
-    let http::Admission::Handle(admitted) = registry.admit(&req, 1) else {
-        panic!("not admitted")
-    };
     let inputs = Inputs {
         now: Instant::now(),
         wall: SystemTime::now(),
         random: [7; 16],
     };
-    let Reply::Spawn { job, .. } = registry.handle(&req, admitted, body, inputs) else {
-        panic!("not created")
+    let reply = fuzzing::ask(
+        &mut shared.lock(),
+        "POST",
+        "/jobs",
+        br#"{"command":"b"}"#,
+        inputs,
+    );
+    let Reply::Spawn { job, .. } = reply else {
+        panic!("not created: {reply:?}")
     };
     job
 }
