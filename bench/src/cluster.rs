@@ -650,11 +650,7 @@ fn memory_of(ctx: &Ctx, target: &Target, args: &[String]) -> Result<(u64, u64, u
     let before = redis.used_memory()?;
     let mut job = server.start_job(args)?;
     server.wait_finished(&mut job, Duration::from_secs(300))?;
-    let (_, status) = client::get(server.addr, &format!("/jobs/{}", job.id))?;
-    let v: serde_json::Value = serde_json::from_str(&status).map_err(|e| e.to_string())?;
-    let last = v["last_event_id"]
-        .as_u64()
-        .ok_or("no last_event_id in the status")?;
+    let last = server.last_event_id(&job)?;
     let record = format!("spout:{{{}}}:job", job.id);
     let until = Instant::now() + Duration::from_secs(30);
     loop {

@@ -747,11 +747,7 @@ fn resume(ctx: &Ctx) -> Table {
             let n = s.resume_events.to_string();
             let mut job = server.start_job(&["events".into(), n])?;
             server.wait_finished(&mut job, Duration::from_secs(300))?;
-            let (_, status) = client::get(server.addr, &format!("/jobs/{}", job.id))?;
-            let v: serde_json::Value = serde_json::from_str(&status).map_err(|e| e.to_string())?;
-            let last = v["last_event_id"]
-                .as_u64()
-                .ok_or("no last_event_id in the status")?;
+            let last = server.last_event_id(&job)?;
             // Output events are ids 2 ..= last-1; resume after any of 1 ..= last-2 so a
             // stream has output to send first.
             let mut rng = 0x9E37_79B9_7F4A_7C15u64;

@@ -237,6 +237,18 @@ impl Server {
         Err("the job did not finish".into())
     }
 
+    /// The job's `last_event_id`, from its status (spout only).
+    ///
+    /// # Errors
+    /// When the status cannot be read or has no `last_event_id`.
+    pub fn last_event_id(&self, job: &Job) -> Result<u64, String> {
+        let (_, status) = client::get(self.addr, &format!("/jobs/{}", job.id))?;
+        let v: serde_json::Value = serde_json::from_str(&status).map_err(|e| e.to_string())?;
+        v["last_event_id"]
+            .as_u64()
+            .ok_or_else(|| "no last_event_id in the status".to_owned())
+    }
+
     /// For nchan: waits for the job's relay and returns the CPU seconds it reported;
     /// 0 for servers that run the process themselves.
     #[must_use]
