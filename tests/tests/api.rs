@@ -333,45 +333,39 @@ both_runtimes!(
     }
 
     fn followed_log_streams_until_exit(rt: Runtime) {
-        let server = Server::start_with_config(
-            rt,
-            &config(json!({ "slow": sh("for i in 1 2 3; do echo $i; sleep 0.2; done") })),
-            &[],
-        );
-        let (id, _) = start_job(server.addr(), "slow", &[]);
-        // `request` reads to the end of the body: the last chunk comes after the exit.
-        let log = get(server.addr(), &format!("/jobs/{id}/log?follow=1"));
-        assert_eq!(log.status, 200, "{}", log.text());
-        assert_eq!(log.text(), "1\n2\n3\n");
-        let status = get(server.addr(), &format!("/jobs/{id}")).json();
-        assert!(
-            status["exit"].is_object(),
-            "the log ended before the job: {status:#}"
-        );
+        follow_a_log_to_the_exit(rt, &[]);
     }
 
     fn followed_log_streams_until_exit_in_memory_mode(rt: Runtime) {
         // `--memory` keeps no raw bytes: the followed log is the text of the
         // events, still to the exit, not what was held when the request came.
-        let server = Server::start_with_config(
-            rt,
-            &config(json!({ "slow": sh("for i in 1 2 3; do echo $i; sleep 0.2; done") })),
-            &["--memory"],
-        );
-        let (id, _) = start_job(server.addr(), "slow", &[]);
-        let log = get(server.addr(), &format!("/jobs/{id}/log?follow=1"));
-        assert_eq!(log.status, 200, "{}", log.text());
-        assert_eq!(log.text(), "1\n2\n3\n");
-        let status = get(server.addr(), &format!("/jobs/{id}")).json();
-        assert!(
-            status["exit"].is_object(),
-            "the log ended before the job: {status:#}"
-        );
+        let (server, id) = follow_a_log_to_the_exit(rt, &["--memory"]);
         // Without `follow`, what is held, at once (the job is over here: all of it).
         let whole = get(server.addr(), &format!("/jobs/{id}/log"));
         assert_eq!(whole.text(), "1\n2\n3\n");
     }
 );
+
+/// Follows the log of a job that prints 1, 2, 3 over 0.4 s (a server started with
+/// `args`) and checks that it streams all of it and ends only after the exit.
+fn follow_a_log_to_the_exit(rt: Runtime, args: &[&str]) -> (Server, String) {
+    let server = Server::start_with_config(
+        rt,
+        &config(json!({ "slow": sh("for i in 1 2 3; do echo $i; sleep 0.2; done") })),
+        args,
+    );
+    let (id, _) = start_job(server.addr(), "slow", &[]);
+    // `request` reads to the end of the body: the last chunk comes after the exit.
+    let log = get(server.addr(), &format!("/jobs/{id}/log?follow=1"));
+    assert_eq!(log.status, 200, "{}", log.text());
+    assert_eq!(log.text(), "1\n2\n3\n");
+    let status = get(server.addr(), &format!("/jobs/{id}")).json();
+    assert!(
+        status["exit"].is_object(),
+        "the log ended before the job: {status:#}"
+    );
+    (server, id)
+}
 
 both_runtimes!(
     fn follow_flag_values_are_strict(rt: Runtime) {
