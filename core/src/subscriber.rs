@@ -180,6 +180,25 @@ pub fn coalesce(deadline: Instant, epoch: Instant) -> Instant {
         .unwrap_or(deadline)
 }
 
+/// What [`Subscriber::handle_archive_at`] needs of a job's log: where its memory
+/// window starts and its last visible id, read together under the job's lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogEdges {
+    window_first: u64,
+    last_visible: u64,
+}
+
+impl LogEdges {
+    /// The edges of `log` now.
+    #[must_use]
+    pub fn of(log: &Log) -> LogEdges {
+        LogEdges {
+            window_first: log.window_first(),
+            last_visible: log.last_visible(),
+        }
+    }
+}
+
 /// One connection's cursor into a job log. See the module docs for its rules.
 #[derive(Clone, Debug)]
 pub struct Subscriber {
@@ -558,16 +577,34 @@ impl Subscriber {
         bytes: &[u8],
         buf: &mut Vec<u8>,
     ) {
+        self.handle_archive_at(LogEdges::of(log), offset, first, bytes, buf);
+    }
+
+    /// [`Subscriber::handle_archive`] with the log's [`LogEdges`] in place of the
+    /// log: a runtime reads them under the job's lock and lets go of it before the
+    /// scan, which is the longest core call of a lagging stream (up to
+    /// [`ARCHIVE_READ_BYTES`] checked and encoded), so that the job's driver and
+    /// new subscribers are not held up behind it. Edges read a moment earlier are
+    /// as good as the log then: they only decide where a `gap` ends, and a gap
+    /// that ends too early is followed by the rest on the next poll.
+    pub fn handle_archive_at(
+        &mut self,
+        edges: LogEdges,
+        offset: u64,
+        first: EventId,
+        bytes: &[u8],
+        buf: &mut Vec<u8>,
+    ) {
         let mut gz = self.gzip.take();
         let mut sink = Sink::new(buf, gz.as_mut());
-        self.archive(log, offset, first, bytes, &mut sink);
+        self.archive(edges, offset, first, bytes, &mut sink);
         sink.flush();
         self.gzip = gz;
     }
 
     fn archive(
         &mut self,
-        log: &Log,
+        log: LogEdges,
         offset: u64,
         first: EventId,
         bytes: &[u8],
@@ -608,8 +645,8 @@ impl Subscriber {
         // The archive cannot give `next` (damaged or short): say what is lost, up
         // to the memory window, rather than lose it silently.
         self.archive_at = None;
-        let to = log.window_first().saturating_sub(1).max(self.next);
-        self.write_gap(self.next, to.min(log.last_visible()), sink);
+        let to = log.window_first.saturating_sub(1).max(self.next);
+        self.write_gap(self.next, to.min(log.last_visible), sink);
     }
 
     /// Takes what the runtime read from the job's stream in Redis for a
