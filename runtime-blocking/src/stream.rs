@@ -60,6 +60,15 @@ fn wait(
     true
 }
 
+/// A stream that has caught up lets go of buffers grown by archive reads: a
+/// waiting subscriber costs nothing but its socket.
+fn shrink(buf: &mut Vec<u8>, archive_buf: &mut Vec<u8>) {
+    if buf.capacity() > 2 * spout_core::subscriber::TRANSMIT_BUDGET {
+        *buf = Vec::new();
+    }
+    *archive_buf = Vec::new();
+}
+
 /// An event stream being served: the connection, the subscriber's cursor, and the
 /// buffers kept from step to step. It can move to another thread between steps
 /// ([`EventStream::serve`] returns it at its first wait when asked to), so that the
@@ -120,7 +129,18 @@ impl EventStream {
     ) -> Option<EventStream> {
         let framing = self.framing;
         let id = self.id;
+        // After a heartbeat: the listener taken before it and the core's next deadline
+        // (`Subscriber::wait_after_heartbeat`), waited for without another look at the
+        // job. Anything appended since that look wakes the listener.
+        let mut idle = None;
         while !self.dropped {
+            if let Some((listener, deadline)) = idle.take() {
+                shrink(&mut self.buf, &mut self.archive_buf);
+                if !wait(&mut self.conn, listener, Some(deadline)) {
+                    self.dropped = true;
+                    break;
+                }
+            }
             // The subscriber appends after room for the chunk-size line: one copy of
             // the log's bytes per subscriber, no re-framing copy.
             framing.begin(&mut self.buf);
@@ -137,14 +157,15 @@ impl EventStream {
                 .poll_transmit(slot.lock().log(), now, &mut self.buf);
             let (conn, buf, sub) = (&mut self.conn, &mut self.buf, &mut self.sub);
             match next {
-                Next::Wrote => self.dropped = conn.write_all(framing.finish(buf)).is_err(),
-                Next::Wait(deadline) => {
-                    // Caught up: let go of buffers grown by archive reads (a waiting
-                    // subscriber costs nothing but its socket).
-                    if buf.capacity() > 2 * spout_core::subscriber::TRANSMIT_BUDGET {
-                        *buf = Vec::new();
+                Next::Wrote => {
+                    self.dropped = conn.write_all(framing.finish(buf)).is_err();
+                    // Not before a hand-off: that waits on the stream's own thread.
+                    if !hand_off {
+                        idle = sub.wait_after_heartbeat().map(|t| (listener, t));
                     }
-                    self.archive_buf = Vec::new();
+                }
+                Next::Wait(deadline) => {
+                    shrink(buf, &mut self.archive_buf);
                     if hand_off {
                         return Some(self);
                     }
