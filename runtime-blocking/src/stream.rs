@@ -20,7 +20,7 @@ use spout_core::feed::ListSubscriber;
 use spout_core::gzip::BodyEncoder;
 use spout_core::http::{ResponseHead, StreamFraming};
 use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
-use spout_core::subscriber::{self, Next, Subscriber};
+use spout_core::subscriber::{self, LogEdges, Next, Subscriber};
 use spout_core::JobId;
 use spout_sys::archive::EventsReader;
 use spout_sys::cluster::Cluster;
@@ -172,6 +172,13 @@ impl EventStream {
                     self.dropped = !wait(conn, listener, deadline);
                 }
                 Next::ReadArchive { offset, first, len } => {
+                    // A client that left (a resuming one that wanted only the first
+                    // events) costs no more reads: one look per read is cheap next
+                    // to the read and the scan.
+                    if conn.peer_gone() {
+                        self.dropped = true;
+                        break;
+                    }
                     // Read into a buffer kept from read to read (not zeroed again).
                     let archive_buf = &mut self.archive_buf;
                     let read = match (&shared.archive, &self.reader) {
@@ -187,7 +194,10 @@ impl EventStream {
                         0
                     });
                     let bytes = &archive_buf[..n];
-                    sub.handle_archive(slot.lock().log(), offset, first, bytes, buf);
+                    // Scanned and encoded without the job's lock (its edges read
+                    // under it): the job and new subscribers need not wait.
+                    let edges = LogEdges::of(slot.lock().log());
+                    sub.handle_archive_at(edges, offset, first, bytes, buf);
                     if !framing.is_empty(buf) {
                         self.dropped = conn.write_all(framing.finish(buf)).is_err();
                     }
