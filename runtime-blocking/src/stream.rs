@@ -6,9 +6,9 @@
 //! A connection thread waits on its job's `event_listener::Event` (woken when the
 //! job appends) with the core's deadline, never on a polling timer. A thread cannot
 //! also wait on its socket, so a client that went away is noticed by a look at the
-//! socket (a non-blocking `recv`: EOF or reset) before each wait, or by a failed
-//! write: at the latest when the next heartbeat is due (`sse.heartbeat_s`), or for
-//! `/log?follow=1` of a quiet job within 15 s.
+//! socket (a non-blocking `recv`: EOF or reset) before each wait and each archive
+//! read, or by a failed write: at the latest when the next heartbeat is due
+//! (`sse.heartbeat_s`), or for `/log?follow=1` of a quiet job within 15 s.
 //!
 //! A stream finds its job's slot once and then locks only that job, for one core
 //! call at a time; the registry is locked again only to unsubscribe.

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use spout_tests::{both_runtimes, start_job, wait_for_state, Runtime, Server};
+use spout_tests::{both_runtimes, start_job, wait_for_state, Item, Runtime, Server};
 use std::sync::Barrier;
 
 /// Starts a server with one command `job` running `script`, runs it and returns its
@@ -313,5 +313,38 @@ both_runtimes!(
         assert_eq!(types(&got), ["start", "gap", "exit"], "{got:#?}");
         assert_eq!(data(&got[1]), json!({ "from": 2, "to": exit_id - 1 }));
         assert_eq!(got[2], *full.last().unwrap());
+    }
+);
+
+both_runtimes!(
+    fn a_quiet_stream_gets_heartbeats_and_still_the_next_event(rt: Runtime) {
+        // After a heartbeat a stream waits on what it listened to before writing
+        // it, without another look at the job: an append after several heartbeats
+        // must still wake it. The job writes once the test has seen two.
+        let go =
+            std::env::temp_dir().join(format!("spout-heartbeat-go-{}-{rt:?}", std::process::id()));
+        let _ = std::fs::remove_file(&go);
+        let script = format!(
+            "while [ ! -e '{}' ]; do sleep 0.05; done; printf 'late\\n'",
+            go.display()
+        );
+        let cfg = json!({ "commands": { "quiet": sh(&script) }, "sse": { "heartbeat_s": 1 } });
+        let server = Server::start_with_config(rt, &cfg.to_string(), &[]);
+        let (id, _) = start_job(server.addr(), "quiet", &[]);
+        let mut events = stream(server.addr(), &format!("/jobs/{id}/events"), &[]);
+        let mut beats = 0;
+        while beats < 2 {
+            match events.next_item(STREAM_BOUND) {
+                Some(Item::Comment(_)) => beats += 1,
+                Some(_) => {}
+                None => panic!("no heartbeat: {:?}", events.dropped()),
+            }
+        }
+        std::fs::write(&go, b"").unwrap();
+        let rest = events.collect_to_end(STREAM_BOUND);
+        let _ = std::fs::remove_file(&go);
+        assert!(events.finished(), "{:?}", events.dropped());
+        assert_eq!(text_of(&rest, "stdout"), "late\n", "{rest:#?}");
+        assert_eq!(exit_data(&rest)["code"], 0);
     }
 );
