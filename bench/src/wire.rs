@@ -509,16 +509,16 @@ pub fn gen_fields(line: &[u8], want_ts: bool) -> Option<(u64, u64)> {
         return None;
     }
     let ts = if want_ts { number(&line[11..30]) } else { 0 };
-    let (high, low) = line.split_at(8);
-    let seq = eight_digits(high.try_into().ok()?) * 100 + number(&low[..2]);
-    Some((seq, ts))
+    let mut high = [0; 8];
+    high.copy_from_slice(&line[..8]);
+    Some((eight_digits(high) * 100 + number(&line[8..10]), ts))
 }
 
 /// The number eight ASCII digits spell (checked by the caller), read as one
 /// 64-bit word: pairs of digits, then fours, then all eight, each step a mask, a
 /// multiply and an add, not a chain of eight.
-fn eight_digits(s: &[u8; 8]) -> u64 {
-    let w = u64::from_le_bytes(*s);
+fn eight_digits(s: [u8; 8]) -> u64 {
+    let w = u64::from_le_bytes(s);
     let w = ((w & 0x0f00_0f00_0f00_0f00) >> 8) + (w & 0x000f_000f_000f_000f) * 10;
     let w = ((w & 0x00ff_0000_00ff_0000) >> 16) + (w & 0x0000_00ff_0000_00ff) * 100;
     ((w & 0x0000_ffff_0000_0000) >> 32) + (w & 0x0000_0000_0000_ffff) * 10_000
