@@ -2,7 +2,10 @@
 # The one command of the benchmark suite (see docs/benchmarks.md):
 #
 #   bench/run.sh [--quick] [--only fanout,latency,idle,resume,bounded,micro,cluster]
-#                [--client one-thread|threads|both]
+#                [--client one-thread|threads|both] [--rounds N]
+#
+# `--rounds N`: runs per target of fan-out and of latency with the one-thread client
+# (default 3, 1 with --quick), targets in turn; the tables give medians and ranges.
 #
 # Installs the peers (Debian nginx + libnginx-mod-nchan, npm express), builds spout
 # and the bench in release mode, runs every scenario against every target on

@@ -5,9 +5,11 @@
 //! Run it through `bench/run.sh` (it builds, installs the peers and raises limits).
 //! Directly: `bench [--quick] [--only fanout,latency,idle,resume,bounded,micro,cluster]
 //! --gen PATH --tmp DIR --out FILE --target NAME=spout:BIN --target NAME=express:SCRIPT
-//! --target NAME=nchan:DIR [--client one-thread|threads|both]`. A second spout runtime
-//! is one more `--target`; `NAME=spout:BIN,KEY=VAL` runs it with an environment
-//! variable set (e.g. `SMOL_THREADS=1`). Fan-out and latency run once per client mode.
+//! --target NAME=nchan:DIR [--client one-thread|threads|both] [--rounds N]`. A second
+//! spout runtime is one more `--target`; `NAME=spout:BIN,KEY=VAL` runs it with an
+//! environment variable set (e.g. `SMOL_THREADS=1`). Fan-out and latency run once per
+//! client mode; fan-out (both clients) and latency (one-thread client) run `--rounds`
+//! times per target, targets in turn (3, or 1 with `--quick`), and report medians.
 //! The cluster scenario (`cluster.rs`, needs `redis-server`) writes its tables to
 //! `OUT.cluster`.
 
@@ -40,6 +42,8 @@ struct Sizes {
     reconnects: usize,
     bounded_bytes: u64,
     micro_mb: usize,
+    /// Runs per target of fan-out (both clients) and of latency (one-thread client).
+    rounds: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -54,6 +58,7 @@ const FULL: Sizes = Sizes {
     reconnects: 100,
     bounded_bytes: 2_000_000_000,
     micro_mb: 64,
+    rounds: 3,
 };
 
 const QUICK: Sizes = Sizes {
@@ -68,6 +73,7 @@ const QUICK: Sizes = Sizes {
     reconnects: 100,
     bounded_bytes: 200_000_000,
     micro_mb: 16,
+    rounds: 1,
 };
 
 /// A peer whose memory passes this in the bounded-memory scenario is stopped: the
@@ -96,24 +102,28 @@ impl Mode {
 
 struct Ctx {
     sizes: &'static Sizes,
+    /// Runs per target of fan-out and of latency with the one-thread client.
+    rounds: usize,
     modes: Vec<Mode>,
     gen: PathBuf,
     tmp: PathBuf,
     targets: Vec<Target>,
 }
 
-/// One row of a table: the target and its cells (`None`: not supported, see notes).
-type Row = (String, bool, Vec<Option<String>>, Option<f64>);
+/// One row of a table: the target, whether it is a spout runtime, its cells (`None`:
+/// not supported, see notes), and its value of each of the table's key figures
+/// (`None`: not compared, e.g. its checks failed).
+type Row = (String, bool, Vec<Option<String>>, Vec<Option<f64>>);
 
 /// A scenario: runs against every target and returns its table.
 type Scenario = fn(&Ctx) -> Vec<Table>;
 
-/// A results table: the key figure drives the ratio column.
+/// A results table: each key figure drives one ratio column.
 struct Table {
     title: String,
     headers: Vec<&'static str>,
-    key: &'static str,
-    higher_is_better: bool,
+    /// The key figures: a name, and whether higher is better.
+    keys: Vec<(&'static str, bool)>,
     rows: Vec<Row>,
     notes: Vec<String>,
 }
@@ -123,51 +133,66 @@ impl Table {
         Table {
             title: title.to_owned(),
             headers,
-            key,
-            higher_is_better: higher,
+            keys: vec![(key, higher)],
             rows: Vec::new(),
             notes: Vec::new(),
         }
     }
 
+    /// One more key figure, with its own ratio column after the first's.
+    fn and_key(mut self, key: &'static str, higher: bool) -> Table {
+        self.keys.push((key, higher));
+        self
+    }
+
     fn markdown(&self) -> String {
-        let mut s = format!("### {}\n\n| target | ", self.title);
+        let mut s = format!(
+            "### {}
+
+| target | ",
+            self.title
+        );
         for h in &self.headers {
             let _ = write!(s, "{h} | ");
         }
-        let _ = writeln!(s, "{}: spout vs best peer (>1 = spout better) |", self.key);
+        for (key, _) in &self.keys {
+            let _ = write!(s, "{key}: spout vs best peer (>1 = spout better) | ");
+        }
+        s.pop();
+        s.push('\n');
         s.push_str("| --- |");
-        for _ in 0..=self.headers.len() {
+        for _ in 0..self.headers.len() + self.keys.len() {
             s.push_str(" ---: |");
         }
         s.push('\n');
-        let best = self
-            .rows
-            .iter()
-            .filter(|r| !r.1)
-            .filter_map(|r| r.3)
-            .reduce(|a, b| {
-                if self.higher_is_better {
-                    a.max(b)
-                } else {
-                    a.min(b)
-                }
-            });
-        for (name, is_spout, cells, key) in &self.rows {
+        let best: Vec<Option<f64>> = (self.keys.iter().enumerate())
+            .map(|(k, &(_, higher))| {
+                self.rows
+                    .iter()
+                    .filter(|r| !r.1)
+                    .filter_map(|r| r.3.get(k).copied().flatten())
+                    .reduce(|a, b| if higher { a.max(b) } else { a.min(b) })
+            })
+            .collect();
+        for (name, is_spout, cells, keys) in &self.rows {
             let _ = write!(s, "| {name} | ");
             for c in cells {
                 let _ = write!(s, "{} | ", c.as_deref().unwrap_or("n/a"));
             }
-            let ratio = match (is_spout, key, best) {
-                (true, Some(k), Some(b)) if b > 0.0 && *k > 0.0 => {
-                    // Always "how many times better" (>1 = spout wins), so the column
-                    // reads the same way for throughput and for cost.
-                    let r = if self.higher_is_better { k / b } else { b / k };
-                    format!("{r:.2}×")
-                }
-                _ => "–".to_owned(),
-            };
-            let _ = writeln!(s, "{ratio} |");
+            for (k, &(_, higher)) in self.keys.iter().enumerate() {
+                let ratio = match (is_spout, keys.get(k).copied().flatten(), best[k]) {
+                    (true, Some(v), Some(b)) if b > 0.0 && v > 0.0 => {
+                        // Always "how many times better" (>1 = spout wins), so the
+                        // column reads the same way for throughput and for cost.
+                        let r = if higher { v / b } else { b / v };
+                        format!("{r:.2}×")
+                    }
+                    _ => "–".to_owned(),
+                };
+                let _ = write!(s, "{ratio} | ");
+            }
+            s.pop();
+            s.push('\n');
         }
         for n in &self.notes {
             let _ = writeln!(s, "\n{n}");
@@ -177,10 +202,37 @@ impl Table {
     }
 }
 
+/// A figure over several runs: the median, then the range when there was more than
+/// one run, e.g. `0.355 (0.316–0.375)`.
+fn spread(values: &[f64], decimals: usize) -> String {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match (median(&v), v.first(), v.last()) {
+        (Some(m), Some(lo), Some(hi)) if v.len() > 1 => {
+            format!("{m:.decimals$} ({lo:.decimals$}–{hi:.decimals$})")
+        }
+        (Some(m), _, _) => format!("{m:.decimals$}"),
+        _ => "–".to_owned(),
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 fn main() {
     let mut quick = false;
     let mut modes = vec![Mode::OneThread, Mode::Threads];
     let mut only: Option<Vec<String>> = None;
+    let mut rounds = None;
     let mut targets = Vec::new();
     let (mut gen, mut tmp, mut out) = (None, None, None);
     let mut args = std::env::args().skip(1);
@@ -192,6 +244,15 @@ fn main() {
         match a.as_str() {
             "--quick" => quick = true,
             "--only" => only = Some(val().split(',').map(str::to_owned).collect()),
+            "--rounds" => {
+                rounds = Some(
+                    val()
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .unwrap_or_else(|| die("--rounds takes a count above 0")),
+                );
+            }
             "--gen" => gen = Some(PathBuf::from(val())),
             "--tmp" => tmp = Some(PathBuf::from(val())),
             "--out" => out = Some(PathBuf::from(val())),
@@ -207,8 +268,10 @@ fn main() {
             _ => die(&format!("unknown argument {a}")),
         }
     }
+    let sizes = if quick { &QUICK } else { &FULL };
     let ctx = Ctx {
-        sizes: if quick { &QUICK } else { &FULL },
+        sizes,
+        rounds: rounds.unwrap_or(sizes.rounds),
         modes,
         gen: gen.unwrap_or_else(|| die("--gen is required")),
         tmp: tmp.unwrap_or_else(|| std::env::temp_dir().join("spout-bench")),
@@ -423,23 +486,109 @@ fn errors_cell(errors: &[String]) -> String {
     }
 }
 
+/// Runs `once` `rounds` times for every target, the targets in turn within each
+/// round (round-robin), so that whatever else loads the machine meanwhile falls on
+/// all of them alike. Returns each target's runs, in target order.
+fn in_rounds<T>(
+    ctx: &Ctx,
+    rounds: usize,
+    mut once: impl FnMut(&Target) -> Result<T, String>,
+) -> Vec<Vec<Result<T, String>>> {
+    let mut runs: Vec<Vec<Result<T, String>>> = ctx.targets.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for (target, runs) in ctx.targets.iter().zip(&mut runs) {
+            eprintln!("-- {} (run {round} of {rounds})", target.name);
+            let r = once(target);
+            if let Err(e) = &r {
+                eprintln!("   {}: {e}", target.name);
+            }
+            runs.push(r);
+        }
+    }
+    runs
+}
+
+/// The "complete, in order" cell of a target's runs (each `Ok` with the failures its
+/// checks found): `all` when every run passed, else the first failure, and how many
+/// runs failed when there were several.
+fn runs_cell<T>(runs: &[Result<T, String>], errors: impl Fn(&T) -> &[String]) -> String {
+    let failures: Vec<String> = runs
+        .iter()
+        .filter_map(|r| match r {
+            Ok(run) if errors(run).is_empty() => None,
+            Ok(run) => Some(errors_cell(errors(run))),
+            Err(e) => Some(format!("failed: {}", e.replace('|', "/"))),
+        })
+        .collect();
+    match (failures.first(), runs.len()) {
+        (None, _) => "all".to_owned(),
+        (Some(f), 1) => f.clone(),
+        (Some(f), n) => format!("{} of {n} runs: {f}", failures.len()),
+    }
+}
+
+/// The row of a target none of whose runs gave figures: `cell` says why.
+fn no_run(target: &Target, cells: usize, cell: String) -> Row {
+    let mut v = vec![None; cells];
+    v[cells - 1] = Some(cell);
+    (target.name.clone(), target.is_spout(), v, vec![])
+}
+
 // ----- 1. fan-out -----
 
 fn fanout(ctx: &Ctx) -> Vec<Table> {
     ctx.modes.iter().map(|&m| fanout_with(ctx, m)).collect()
 }
 
+/// What one fan-out run measured.
+struct FanoutRun {
+    lines_s: f64,
+    events_s: f64,
+    mb_s: f64,
+    cpu_s: f64,
+    per_gb: f64,
+    client_pct: f64,
+    errors: Vec<String>,
+}
+
+fn fanout_once(ctx: &Ctx, target: &Target, mode: Mode) -> Result<FanoutRun, String> {
+    let s = ctx.sizes;
+    let server = start(ctx, target, 15)?;
+    let n = s.fanout_lines.to_string();
+    let w = Watch {
+        first_seq: Some(1),
+        expect_lines: Some(s.fanout_lines),
+        consecutive_ids: consecutive(target),
+        ..Watch::default()
+    };
+    let r = run_fanout(ctx, &server, &["lines", &n], s.subscribers, &w, mode)?;
+    let events: u64 = r.seen.iter().map(|x| x.events).sum();
+    let lines: u64 = r.seen.iter().map(|x| x.lines).sum();
+    let bytes: u64 = r.seen.iter().map(|x| x.bytes).sum();
+    let secs = r.wall.as_secs_f64();
+    Ok(FanoutRun {
+        lines_s: lines as f64 / secs,
+        events_s: events as f64 / secs,
+        mb_s: bytes as f64 / secs / 1e6,
+        cpu_s: r.cpu_s,
+        per_gb: r.cpu_s / (bytes as f64 / 1e9),
+        client_pct: r.client_cpu_s / secs * 100.0,
+        errors: r.errors,
+    })
+}
+
 fn fanout_with(ctx: &Ctx, mode: Mode) -> Table {
     let s = ctx.sizes;
     let mut t = Table::new(
         &format!(
-            "1. Fan-out: {} lines of 100 B to {} subscribers, {}",
+            "1. Fan-out: {} lines of 100 B to {} subscribers, {}, {}",
             s.fanout_lines,
             s.subscribers,
-            mode.label()
+            mode.label(),
+            runs_label(ctx.rounds)
         ),
         vec![
-            "lines/s delivered",
+            "M lines/s delivered",
             "events/s delivered",
             "MB/s delivered",
             "server CPU s",
@@ -449,56 +598,73 @@ fn fanout_with(ctx: &Ctx, mode: Mode) -> Table {
         ],
         "CPU s per GB",
         false,
-    );
-    for target in &ctx.targets {
-        eprintln!("-- {}", target.name);
-        let row = (|| -> Result<Row, String> {
-            let server = start(ctx, target, 15)?;
-            let n = s.fanout_lines.to_string();
-            let w = Watch {
-                first_seq: Some(1),
-                expect_lines: Some(s.fanout_lines),
-                consecutive_ids: consecutive(target),
-                ..Watch::default()
-            };
-            let r = run_fanout(ctx, &server, &["lines", &n], s.subscribers, &w, mode)?;
-            let events: u64 = r.seen.iter().map(|x| x.events).sum();
-            let lines: u64 = r.seen.iter().map(|x| x.lines).sum();
-            let bytes: u64 = r.seen.iter().map(|x| x.bytes).sum();
-            let secs = r.wall.as_secs_f64();
-            let per_gb = r.cpu_s / (bytes as f64 / 1e9);
-            Ok((
-                target.name.clone(),
-                target.is_spout(),
-                vec![
-                    Some(format!("{:.0}", lines as f64 / secs)),
-                    Some(format!("{:.0}", events as f64 / secs)),
-                    Some(format!("{:.0}", bytes as f64 / secs / 1e6)),
-                    Some(format!("{:.2}", r.cpu_s)),
-                    Some(format!("{per_gb:.3}")),
-                    Some(format!("{:.0}", r.client_cpu_s / secs * 100.0)),
-                    Some(errors_cell(&r.errors)),
-                ],
-                r.errors.is_empty().then_some(per_gb),
-            ))
-        })();
-        t.rows.push(row.unwrap_or_else(|e| failed(target, 7, &e)));
+    )
+    .and_key("lines/s", true);
+    let runs = in_rounds(ctx, ctx.rounds, |target| fanout_once(ctx, target, mode));
+    for (target, runs) in ctx.targets.iter().zip(runs) {
+        let good: Vec<&FanoutRun> = runs.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if good.is_empty() {
+            t.rows
+                .push(no_run(target, 7, runs_cell(&runs, |r| &r.errors)));
+            continue;
+        }
+        let of = |f: fn(&FanoutRun) -> f64| good.iter().map(|r| f(r)).collect::<Vec<f64>>();
+        let mid = |f: fn(&FanoutRun) -> f64, d: usize| median(&of(f)).map(|v| format!("{v:.d$}"));
+        let complete = runs_cell(&runs, |r| &r.errors);
+        let clean = complete == "all";
+        t.rows.push((
+            target.name.clone(),
+            target.is_spout(),
+            vec![
+                Some(spread(&of(|r| r.lines_s / 1e6), 2)),
+                mid(|r| r.events_s, 0),
+                mid(|r| r.mb_s, 0),
+                mid(|r| r.cpu_s, 2),
+                Some(spread(&of(|r| r.per_gb), 3)),
+                Some(spread(&of(|r| r.client_pct), 0)),
+                Some(complete),
+            ],
+            vec![
+                median(&of(|r| r.per_gb)).filter(|_| clean),
+                median(&of(|r| r.lines_s)).filter(|_| clean),
+            ],
+        ));
     }
-    t.notes.push(
-        "MB are the SSE wire bytes the clients received (10^6 B). The SPEC's floor is ~0.19 \
-         CPU-s per GB and the target within 1.6× of it (≤ 0.30). Client CPU is the bench \
-         process's utime + stime over the same wall time: with the one-thread client, \
-         near 100 % means the client, not the server, set the pace."
-            .into(),
-    );
+    t.notes.push(format!(
+        "{} MB are the SSE wire bytes the clients received (10^6 B). The SPEC's floor is \
+         ~0.19 CPU-s per GB and the target within 1.6× of it (≤ 0.30). Client CPU is the \
+         bench process's utime + stime over the same wall time: with the one-thread client, \
+         near 100 % means the client, not the server, set the pace.",
+        runs_note(ctx.rounds)
+    ));
     t
+}
+
+/// "N runs per target" for a table's title.
+fn runs_label(rounds: usize) -> String {
+    match rounds {
+        1 => "1 run".to_owned(),
+        n => format!("median of {n} runs per target"),
+    }
+}
+
+/// How a table's figures over several runs read, for its notes.
+fn runs_note(rounds: usize) -> String {
+    match rounds {
+        1 => String::new(),
+        n => format!(
+            "Each target ran {n} times, the targets in turn (round-robin), so that other \
+             load on the machine falls on all alike; a cell is the median of the runs, \
+             with their range (min–max) where shown; the ratio columns compare medians."
+        ),
+    }
 }
 
 fn failed(target: &Target, cells: usize, e: &str) -> Row {
     eprintln!("   {}: {e}", target.name);
     let mut v = vec![None; cells];
     v[cells - 1] = Some(format!("failed: {}", e.replace('|', "/")));
-    (target.name.clone(), target.is_spout(), v, None)
+    (target.name.clone(), target.is_spout(), v, vec![])
 }
 
 // ----- 2. latency -----
@@ -507,15 +673,70 @@ fn latency(ctx: &Ctx) -> Vec<Table> {
     ctx.modes.iter().map(|&m| latency_with(ctx, m)).collect()
 }
 
+/// What one latency run measured, in ms (`None`: no sample).
+struct LatencyRun {
+    p50: Option<f64>,
+    p99: Option<f64>,
+    max: Option<f64>,
+    cpu_s: f64,
+    errors: Vec<String>,
+}
+
+fn latency_once(ctx: &Ctx, target: &Target, mode: Mode) -> Result<LatencyRun, String> {
+    let s = ctx.sizes;
+    let server = start(ctx, target, 15)?;
+    let w = Watch {
+        first_seq: Some(1),
+        expect_lines: Some(s.rate * s.rate_secs),
+        consecutive_ids: consecutive(target),
+        latency: true,
+        ..Watch::default()
+    };
+    let (rate, secs) = (s.rate.to_string(), s.rate_secs.to_string());
+    let r = run_fanout(
+        ctx,
+        &server,
+        &["rate", &rate, &secs],
+        s.subscribers,
+        &w,
+        mode,
+    )?;
+    let mut all: Vec<u64> = r
+        .seen
+        .iter()
+        .flat_map(|x| x.latencies.iter().copied())
+        .collect();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map(|&ns| ns as f64 / 1e6)
+    };
+    Ok(LatencyRun {
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: all.last().map(|&ns| ns as f64 / 1e6),
+        cpu_s: r.cpu_s,
+        errors: r.errors,
+    })
+}
+
 fn latency_with(ctx: &Ctx, mode: Mode) -> Table {
     let s = ctx.sizes;
+    // Repeated with the one-thread client only: the thread-per-subscriber client's
+    // tail is mostly its own 100 threads' scheduling (see the notes).
+    let rounds = if mode == Mode::OneThread {
+        ctx.rounds
+    } else {
+        1
+    };
     let mut t = Table::new(
         &format!(
-            "2. Latency: {} lines/s for {} s to {} subscribers, write → parsed, {}",
+            "2. Latency: {} lines/s for {} s to {} subscribers, write → parsed, {}, {}",
             s.rate,
             s.rate_secs,
             s.subscribers,
-            mode.label()
+            mode.label(),
+            runs_label(rounds)
         ),
         vec![
             "p50 ms",
@@ -527,58 +748,53 @@ fn latency_with(ctx: &Ctx, mode: Mode) -> Table {
         "p99 ms",
         false,
     );
-    for target in &ctx.targets {
-        eprintln!("-- {}", target.name);
-        let row = (|| -> Result<Row, String> {
-            let server = start(ctx, target, 15)?;
-            let w = Watch {
-                first_seq: Some(1),
-                expect_lines: Some(s.rate * s.rate_secs),
-                consecutive_ids: consecutive(target),
-                latency: true,
-                ..Watch::default()
-            };
-            let (rate, secs) = (s.rate.to_string(), s.rate_secs.to_string());
-            let r = run_fanout(
-                ctx,
-                &server,
-                &["rate", &rate, &secs],
-                s.subscribers,
-                &w,
-                mode,
-            )?;
-            let mut all: Vec<u64> = r
-                .seen
-                .iter()
-                .flat_map(|x| x.latencies.iter().copied())
-                .collect();
-            all.sort_unstable();
-            let pct = |p: f64| {
-                all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-                    .map(|&ns| ns as f64 / 1e6)
-            };
-            let ms = |v: Option<f64>| v.map(|v| format!("{v:.2}"));
-            let p99 = pct(0.99);
-            Ok((
-                target.name.clone(),
-                target.is_spout(),
-                vec![
-                    ms(pct(0.50)),
-                    ms(p99),
-                    ms(all.last().map(|&ns| ns as f64 / 1e6)),
-                    Some(format!("{:.2}", r.cpu_s)),
-                    Some(errors_cell(&r.errors)),
-                ],
-                p99.filter(|_| r.errors.is_empty()),
-            ))
-        })();
-        t.rows.push(row.unwrap_or_else(|e| failed(target, 5, &e)));
+    let runs = in_rounds(ctx, rounds, |target| latency_once(ctx, target, mode));
+    for (target, runs) in ctx.targets.iter().zip(runs) {
+        let good: Vec<&LatencyRun> = runs.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if good.is_empty() {
+            t.rows
+                .push(no_run(target, 5, runs_cell(&runs, |r| &r.errors)));
+            continue;
+        }
+        let of = |f: fn(&LatencyRun) -> Option<f64>| {
+            good.iter().filter_map(|r| f(r)).collect::<Vec<f64>>()
+        };
+        let complete = runs_cell(&runs, |r| &r.errors);
+        let clean = complete == "all";
+        let p99 = of(|r| r.p99);
+        t.rows.push((
+            target.name.clone(),
+            target.is_spout(),
+            vec![
+                median(&of(|r| r.p50)).map(|v| format!("{v:.2}")),
+                (!p99.is_empty()).then(|| spread(&p99, 2)),
+                of(|r| r.max)
+                    .into_iter()
+                    .reduce(f64::max)
+                    .map(|v| format!("{v:.2}")),
+                median(&of(|r| Some(r.cpu_s))).map(|v| format!("{v:.2}")),
+                Some(complete),
+            ],
+            vec![median(&p99).filter(|_| clean)],
+        ));
     }
     t.notes.push(
-        "Each line carries the wall-clock nanoseconds of its write(2) by the generator; a \
+        format!(
+            "Each line carries the wall-clock nanoseconds of its write(2) by the generator; a \
          sample is taken when the client has parsed the event that holds it. Lines end \
-         with a newline, so spout sends each at once (the partial-line delay never applies)."
-            .into(),
+         with a newline, so spout sends each at once (the partial-line delay never applies). \
+         {}",
+            match rounds {
+                1 => String::new(),
+                n => format!(
+                    "Each target ran {n} times, round-robin: p50 and server CPU are medians of \
+                 the runs, p99 the median with the range (min–max), max the highest of all \
+                 runs; the ratio compares median p99s."
+                ),
+            }
+        )
+        .trim_end()
+        .to_owned(),
     );
     t
 }
@@ -691,7 +907,7 @@ fn idle(ctx: &Ctx) -> Table {
                     default.as_ref().map(|d| format!("{:.1}", d.beats)),
                     Some(conn_cell),
                 ],
-                Some(fast.per_conn),
+                vec![Some(fast.per_conn)],
             ))
         })();
         t.rows.push(row.unwrap_or_else(|e| failed(target, 7, &e)));
@@ -739,7 +955,7 @@ fn resume(ctx: &Ctx) -> Table {
         eprintln!("-- {}", target.name);
         if matches!(target.kind, Kind::Nchan(_)) {
             t.rows
-                .push((target.name.clone(), false, vec![None; 8], None));
+                .push((target.name.clone(), false, vec![None; 8], vec![]));
             continue;
         }
         let row = (|| -> Result<Row, String> {
@@ -816,7 +1032,7 @@ fn resume(ctx: &Ctx) -> Table {
                     evs,
                     Some(errors_cell(&errors)),
                 ],
-                p99.filter(|_| errors.is_empty()),
+                vec![p99.filter(|_| errors.is_empty())],
             ))
         })();
         t.rows.push(row.unwrap_or_else(|e| failed(target, 8, &e)));
@@ -946,7 +1162,7 @@ fn bounded(ctx: &Ctx) -> Table {
                     Some(format!("{cpu:.2}")),
                     Some(fast_cell),
                 ],
-                ok.then_some(peak_mib),
+                vec![ok.then_some(peak_mib)],
             ))
         })();
         t.rows.push(row.unwrap_or_else(|e| failed(target, 5, &e)));
@@ -984,7 +1200,7 @@ fn micro_table(ctx: &Ctx) -> Table {
                 Some(format!("{:.0}", r.mb_s)),
                 Some(format!("{:.0} %", r.mb_s / ceiling * 100.0)),
             ],
-            None,
+            vec![],
         ));
     }
     t.notes.push(

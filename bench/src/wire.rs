@@ -248,16 +248,23 @@ impl Sse {
             bytes = bytes.strip_prefix(b"\n").unwrap_or(bytes);
         }
         while let Some(end) = memchr2(b'\n', b'\r', bytes) {
-            // The usual end of an event: its only `data` line then a blank line, both
-            // in this input: dispatched from the input, without a copy.
-            if self.line.is_empty()
-                && self.data.is_empty()
-                && bytes[end] == b'\n'
-                && bytes.get(end + 1) == Some(&b'\n')
-            {
-                if let Some(value) = bytes[..end].strip_prefix(b"data:") {
-                    let value = value.strip_prefix(b" ").unwrap_or(value);
-                    self.dispatch(Some(value), on_event)?;
+            // The usual end of an event: its only `data` line then a blank line.
+            // Dispatched from where the line is, without copying it into `data`: from
+            // the input, or from `line` when the previous input cut it.
+            if self.data.is_empty() && bytes[end] == b'\n' && bytes.get(end + 1) == Some(&b'\n') {
+                if self.line.is_empty() {
+                    if let Some(value) = data_value(&bytes[..end]) {
+                        self.dispatch(Some(value), on_event)?;
+                        bytes = &bytes[end + 2..];
+                        continue;
+                    }
+                } else if self.line.starts_with(b"data:") {
+                    self.line.extend_from_slice(&bytes[..end]);
+                    let line = std::mem::take(&mut self.line);
+                    let r = self.dispatch(data_value(&line), on_event);
+                    self.line = line;
+                    self.line.clear();
+                    r?;
                     bytes = &bytes[end + 2..];
                     continue;
                 }
@@ -355,41 +362,92 @@ impl Sse {
     }
 }
 
-/// A piece of a JSON string: a run of plain bytes (`data[start..end]`) and the
-/// character of the escape that ends it (`0`: the string ends there).
-pub type Span = (usize, usize, u8);
+/// The value of a `data` field line (`None` for another line).
+fn data_value(line: &[u8]) -> Option<&[u8]> {
+    let value = line.strip_prefix(b"data:")?;
+    Some(value.strip_prefix(b" ").unwrap_or(value))
+}
 
-/// The `text` of a `{"text": "…"}` event: the usual shape is split into `spans` of
-/// `data` without a copy, `Ok(None)`; any other JSON goes through serde_json and the
-/// text is returned whole, `Ok(Some(text))`.
+/// Where the string of a `{"text": "…"}` event's data starts (just past its opening
+/// quote): the usual shape, walked in place by [`text_piece`]. `None` for any other
+/// shape, which [`json_text`] reads.
+#[must_use]
+pub fn text_start(data: &[u8]) -> Option<usize> {
+    let rest = skip_ws(data).strip_prefix(b"{")?;
+    let rest = skip_ws(rest).strip_prefix(b"\"text\"")?;
+    let rest = skip_ws(rest).strip_prefix(b":")?;
+    let rest = skip_ws(rest).strip_prefix(b"\"")?;
+    Some(data.len() - rest.len())
+}
+
+/// One step of the JSON string that [`text_start`] found, from `data[at..]`: the
+/// plain bytes run to `end`, then come an escape, whose character is given, or the
+/// closing quote (`0`); the walk goes on at `next`. After the closing quote, what
+/// follows must pass [`text_end`].
 ///
 /// Raw control characters (which JSON does not allow in a string) are not looked
 /// for: the generator lines are checked byte for byte afterwards, and they hold none.
 ///
+/// Returns `None` for what this path does not take (`\u` escapes: serde_json decodes
+/// them) or JSON does not allow (an unknown escape, no closing quote).
+#[must_use]
+pub fn text_piece(data: &[u8], at: usize) -> Option<(usize, u8, usize)> {
+    let i = at + memchr2(b'"', b'\\', data.get(at..)?)?;
+    if data[i] == b'"' {
+        return Some((i, 0, i + 1));
+    }
+    let c = match data.get(i + 1)? {
+        b'n' => b'\n',
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'/' => b'/',
+        b't' => b'\t',
+        b'r' => b'\r',
+        b'b' => 8,
+        b'f' => 12,
+        _ => return None,
+    };
+    Some((i, c, i + 2))
+}
+
+/// Whether `rest`, what follows the text's closing quote, ends the object.
+#[must_use]
+pub fn text_end(rest: &[u8]) -> bool {
+    skip_ws(rest)
+        .strip_prefix(b"}")
+        .is_some_and(|r| skip_ws(r).is_empty())
+}
+
+/// The text of a `{"text": "…"}` event, unescaped by the walk of [`text_piece`]
+/// (`None` where that walk does not take the data).
+#[must_use]
+pub fn text_whole(data: &[u8]) -> Option<Vec<u8>> {
+    let mut at = text_start(data)?;
+    let mut out = Vec::with_capacity(data.len());
+    loop {
+        let (end, c, next) = text_piece(data, at)?;
+        out.extend_from_slice(&data[at..end]);
+        if c == 0 {
+            return text_end(&data[next..]).then_some(out);
+        }
+        out.push(c);
+        at = next;
+    }
+}
+
+/// The `text` of event data of any other shape than [`text_start`] takes, by
+/// serde_json.
+///
 /// # Errors
 /// When the data is not a JSON object with a string `text`.
-pub fn json_text(data: &[u8], spans: &mut Vec<Span>) -> Result<Option<String>, String> {
-    spans.clear();
-    let fast = (|| {
-        let rest = skip_ws(data).strip_prefix(b"{")?;
-        let rest = skip_ws(rest).strip_prefix(b"\"text\"")?;
-        let rest = skip_ws(rest).strip_prefix(b":")?;
-        let rest = skip_ws(rest).strip_prefix(b"\"")?;
-        let rest = unescape(data, data.len() - rest.len(), spans)?;
-        let rest = skip_ws(rest).strip_prefix(b"}")?;
-        skip_ws(rest).is_empty().then_some(())
-    })();
-    if fast.is_some() {
-        return Ok(None);
-    }
-    spans.clear();
+pub fn json_text(data: &[u8]) -> Result<String, String> {
     let v: serde_json::Value =
         serde_json::from_slice(data).map_err(|e| format!("event data is not JSON: {e}"))?;
     let text = v
         .get("text")
         .and_then(|t| t.as_str())
         .ok_or("event data has no text")?;
-    Ok(Some(text.to_owned()))
+    Ok(text.to_owned())
 }
 
 fn skip_ws(b: &[u8]) -> &[u8] {
@@ -400,34 +458,27 @@ fn skip_ws(b: &[u8]) -> &[u8] {
     &b[n..]
 }
 
-/// Splits the JSON string that starts at `data[at..]` (after its opening quote) into
-/// spans; returns what follows its closing quote, `None` for what this fast path
-/// does not take (`\u` escapes: serde_json decodes them) or JSON does not allow.
-fn unescape<'a>(data: &'a [u8], mut at: usize, spans: &mut Vec<Span>) -> Option<&'a [u8]> {
-    loop {
-        let i = at + memchr2(b'"', b'\\', &data[at..])?;
-        if data[i] == b'"' {
-            spans.push((at, i, 0));
-            return Some(&data[i + 1..]);
-        }
-        let c = match data.get(i + 1)? {
-            b'n' => b'\n',
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'/' => b'/',
-            b't' => b'\t',
-            b'r' => b'\r',
-            b'b' => 8,
-            b'f' => 12,
-            _ => return None,
-        };
-        spans.push((at, i, c));
-        at = i + 2;
-    }
-}
-
 /// The generator's line length, LF included (`bench/src/bin/gen.rs`).
 pub const LINE: usize = 100;
+
+/// The generator's line, byte by byte, as ranges `LOW[i] ..= LOW[i] + SPAN[i]`:
+/// ten digits, a space, nineteen digits, a space, then `x` to the end.
+const LOW: [u8; LINE - 1] = template().0;
+const SPAN: [u8; LINE - 1] = template().1;
+
+const fn template() -> ([u8; LINE - 1], [u8; LINE - 1]) {
+    let (mut low, mut span) = ([b'x'; LINE - 1], [0; LINE - 1]);
+    let mut i = 0;
+    while i < 31 {
+        (low[i], span[i]) = if i == 10 || i == 30 {
+            (b' ', 0)
+        } else {
+            (b'0', 9)
+        };
+        i += 1;
+    }
+    (low, span)
+}
 
 /// One generator line, LF excluded: `SSSSSSSSSS TTTTTTTTTTTTTTTTTTT ` then `x` to 99
 /// bytes. Returns its sequence number, and its timestamp in ns when `want_ts` (else
@@ -436,26 +487,41 @@ pub const LINE: usize = 100;
 /// # Errors
 /// When the line is anything else.
 pub fn gen_line(line: &[u8], want_ts: bool) -> Result<(u64, u64), String> {
-    const PAD: [u8; LINE - 32] = [b'x'; LINE - 32];
-    let shape = line.len() == LINE - 1
-        && line[10] == b' '
-        && line[30] == b' '
-        && line[31..] == PAD
-        && all_digits(&line[..10])
-        && all_digits(&line[11..30]);
-    if !shape {
-        return Err(format!(
+    gen_fields(line, want_ts).ok_or_else(|| {
+        format!(
             "not a generator line: {:?}",
             String::from_utf8_lossy(&line[..line.len().min(120)])
-        ));
-    }
-    let ts = if want_ts { number(&line[11..30]) } else { 0 };
-    Ok((number(&line[..10]), ts))
+        )
+    })
 }
 
-/// Whether every byte is an ASCII digit (no early exit: it vectorizes).
-fn all_digits(s: &[u8]) -> bool {
-    s.iter().fold(true, |ok, c| ok & c.is_ascii_digit())
+/// [`gen_line`] without the error message: `None` when `line` is not a generator
+/// line. Every byte is checked against the template in one pass with no early exit
+/// (it vectorizes), then the digits are read.
+#[must_use]
+pub fn gen_fields(line: &[u8], want_ts: bool) -> Option<(u64, u64)> {
+    let line: &[u8; LINE - 1] = line.try_into().ok()?;
+    let mut bad = 0u8;
+    for i in 0..LINE - 1 {
+        bad |= u8::from(line[i].wrapping_sub(LOW[i]) > SPAN[i]);
+    }
+    if bad != 0 {
+        return None;
+    }
+    let ts = if want_ts { number(&line[11..30]) } else { 0 };
+    let mut high = [0; 8];
+    high.copy_from_slice(&line[..8]);
+    Some((eight_digits(high) * 100 + number(&line[8..10]), ts))
+}
+
+/// The number eight ASCII digits spell (checked by the caller), read as one
+/// 64-bit word: pairs of digits, then fours, then all eight, each step a mask, a
+/// multiply and an add, not a chain of eight.
+fn eight_digits(s: [u8; 8]) -> u64 {
+    let w = u64::from_le_bytes(s);
+    let w = ((w & 0x0f00_0f00_0f00_0f00) >> 8) + (w & 0x000f_000f_000f_000f) * 10;
+    let w = ((w & 0x00ff_0000_00ff_0000) >> 16) + (w & 0x0000_00ff_0000_00ff) * 100;
+    ((w & 0x0000_ffff_0000_0000) >> 32) + (w & 0x0000_0000_0000_ffff) * 10_000
 }
 
 /// The number the ASCII digits of `s` spell (checked by the caller).
@@ -577,22 +643,13 @@ mod tests {
         assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r"), None);
     }
 
-    /// The text `json_text` gives, whichever path it took.
+    /// The text of event data, whichever path it takes: walked in place when
+    /// `text_start` takes it and every step does, else by serde_json.
     fn text_of(data: &[u8]) -> Result<(String, bool), String> {
-        let mut spans = Vec::new();
-        Ok(match json_text(data, &mut spans)? {
-            Some(text) => (text, false),
-            None => {
-                let mut out = Vec::new();
-                for (s, e, c) in spans {
-                    out.extend_from_slice(&data[s..e]);
-                    if c != 0 {
-                        out.push(c);
-                    }
-                }
-                (String::from_utf8(out).unwrap(), true)
-            }
-        })
+        match text_whole(data) {
+            Some(out) => Ok((String::from_utf8(out).unwrap(), true)),
+            None => Ok((json_text(data)?, false)),
+        }
     }
 
     #[test]
@@ -636,6 +693,21 @@ mod tests {
         l.resize(LINE - 1, b'x');
         assert_eq!(gen_line(&l, true), Ok((42, 7)));
         assert_eq!(gen_line(&l, false), Ok((42, 0)));
+        for seq in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345_678,
+            1_234_567_890,
+            9_999_999_999,
+        ] {
+            let mut l = format!("{seq:010} {:019} ", u64::MAX / 2).into_bytes();
+            l.resize(LINE - 1, b'x');
+            assert_eq!(gen_line(&l, true), Ok((seq, u64::MAX / 2)), "{seq}");
+        }
         for (i, b) in [(0, b'a'), (10, b'x'), (29, b'/'), (50, b'y'), (98, b' ')] {
             let mut bad = l.clone();
             bad[i] = b;
