@@ -61,6 +61,8 @@ pub struct Record<'a> {
     pub id: EventId,
     /// The event's exact wire bytes.
     pub wire: &'a [u8],
+    /// Where `wire` starts in the scanned bytes.
+    pub at: usize,
 }
 
 /// What was wrong with the tail of an archive file.
@@ -155,7 +157,11 @@ pub fn scan(bytes: &[u8], expect_first: EventId) -> Scan<'_> {
             .and_then(|id| id.get().checked_add(1))
             .and_then(EventId::new);
         if let Some(id) = id {
-            records.push(Record { id, wire });
+            records.push(Record {
+                id,
+                wire,
+                at: pos + RECORD_HEADER_LEN,
+            });
         }
         pos += RECORD_HEADER_LEN + len;
     };

@@ -5,6 +5,7 @@
 //! Nothing here is used by the runtimes.
 
 use crate::event::{ExitStatus, Stream};
+use crate::frames::Frames;
 use crate::http::{self, Request};
 use crate::job::{Action, Job, JobSettings, Signal};
 use crate::log::Persistence;
@@ -214,6 +215,33 @@ impl Sim {
             }
         }
     }
+
+    /// [`Sim::read`] through [`Frames`] sharing events of `min_shared` bytes or
+    /// more, as the smol runtime writes: each call's frames written (and cleared)
+    /// before the next.
+    pub fn read_frames(&self, sub: &mut Subscriber, min_shared: usize) -> (String, Next) {
+        let mut wire = Vec::new();
+        let mut frames = Frames::with_min_shared(min_shared);
+        loop {
+            frames.clear(0);
+            let next = sub.poll_transmit(self.job.log(), self.now, &mut frames);
+            wire.extend(frames.slices(&[]).flatten());
+            match next {
+                Next::Wrote => continue,
+                Next::ReadArchive { offset, first, len } => {
+                    let start = usize::try_from(offset)
+                        .unwrap_or(usize::MAX)
+                        .min(self.archive.len());
+                    let end = (start + len).min(self.archive.len());
+                    let read = &self.archive[start..end];
+                    frames.clear(0);
+                    sub.handle_archive(self.job.log(), offset, first, read, &mut frames);
+                    wire.extend(frames.slices(read).flatten());
+                }
+                other => return (String::from_utf8_lossy(&wire).into_owned(), other),
+            }
+        }
+    }
 }
 
 /// Checks one subscriber's transcript so far: ids follow on from `expect` with no
@@ -247,11 +275,23 @@ fn check_transcript(wire: &str, mut expect: u64, gaps_ok: bool) -> u64 {
     expect
 }
 
+/// Reads `sub` through both outputs (a copy of it through [`Frames`], sharing
+/// every event or only some, as `pick` says) and checks they give the same bytes.
+fn read_both(sim: &Sim, sub: &mut Subscriber, pick: u8) -> (String, Next) {
+    let mut twin = sub.clone();
+    let copied = sim.read(sub);
+    let min_shared = [0, 1, 30, 60, 1 << 20][usize::from(pick % 5)];
+    let framed = sim.read_frames(&mut twin, min_shared);
+    assert_eq!(copied, framed, "frames give the copy path's bytes");
+    copied
+}
+
 /// Fuzz entry: any sequence of output, time, subscriptions (from any
 /// `Last-Event-ID` or `tail`), reads and window evictions yields, for every
 /// subscriber, each id at most once and in order, every missing id covered by a
 /// `gap` (memory mode, or what `tail` skips) or by an archive read, and the stream
-/// ends after `exit`. `t0` is any instant (simulated time starts there).
+/// ends after `exit`; [`Frames`] give exactly the copy path's bytes. `t0` is any
+/// instant (simulated time starts there).
 pub fn fuzz_log_ops(data: &[u8], t0: Instant) {
     use crate::assembler::AssemblerConfig;
     let Some((&mode, ops)) = data.split_first() else {
@@ -331,7 +371,7 @@ pub fn fuzz_log_ops(data: &[u8], t0: Instant) {
             4 if !subs.is_empty() => {
                 let n = usize::from(arg) % subs.len();
                 let (sub, expect, gaps) = &mut subs[n];
-                let (wire, _) = sim.read(sub);
+                let (wire, _) = read_both(&sim, sub, arg);
                 *expect = check_transcript(&wire, *expect, *gaps);
             }
             6 if !exited => {
@@ -345,8 +385,8 @@ pub fn fuzz_log_ops(data: &[u8], t0: Instant) {
         sim.exit(Some(0), None);
     }
     let last = sim.job.log().last_visible();
-    for (sub, expect, gaps) in &mut subs {
-        let (wire, next) = sim.read(sub);
+    for (i, (sub, expect, gaps)) in subs.iter_mut().enumerate() {
+        let (wire, next) = read_both(&sim, sub, i as u8);
         *expect = check_transcript(&wire, *expect, *gaps);
         assert_eq!(next, Next::End, "a complete log ends every stream");
         assert_eq!(*expect, last + 1, "every subscriber reached the exit event");

@@ -33,7 +33,9 @@
 //!    [`job::Job::poll_action`] in order — persist records (then
 //!    `handle_persisted`), signal the process group, stop reading, save metadata —
 //!    and wake the job's subscribers.
-//! 4. For each stream: call [`subscriber::Subscriber::poll_transmit`] and do what
+//! 4. For each stream: call [`subscriber::Subscriber::poll_transmit`] (into a
+//!    `Vec<u8>`, or into [`frames::Frames`] that share the log's bytes for one
+//!    vectored write) and do what
 //!    its [`subscriber::Next`] says: write the bytes (one HTTP chunk), wait for the
 //!    job to append or for the deadline (heartbeats), read the archive
 //!    ([`subscriber::Subscriber::handle_archive`]) or, for another server's job,
@@ -63,6 +65,7 @@
 //! - [`assembler`]: process bytes → text events (UTF-8, lines, partial lines, cap).
 //! - [`log`]: a job's event log, its memory window, and archive-before-visible.
 //! - [`subscriber`]: a connection's cursor: resume, tail, gaps, heartbeats, end.
+//! - [`frames`]: a subscriber's output as shared frames for one vectored write.
 //! - [`job`]: a job's lifecycle, deadlines and the actions it asks of a runtime.
 //! - [`feed`]: the live job list: a bounded change log and a list stream's cursor.
 //! - [`registry`]: the server's state and the answer to every request.
@@ -86,6 +89,7 @@ pub mod config;
 pub mod demo;
 pub mod event;
 pub mod feed;
+pub mod frames;
 pub mod fuzzing;
 pub mod gzip;
 pub mod http;

@@ -189,16 +189,23 @@ impl Log {
     /// The wire bytes of a visible event still in memory.
     #[must_use]
     pub fn get(&self, id: u64) -> Option<&[u8]> {
+        self.get_shared(id).map(|wire| &wire[..])
+    }
+
+    /// The wire bytes of a visible event still in memory, shared: what every
+    /// subscriber writes, by reference ([`crate::frames::Frames`]).
+    #[must_use]
+    pub fn get_shared(&self, id: u64) -> Option<&Arc<[u8]>> {
         if id == 1 {
             if let Some(start) = &self.start {
-                return (self.visible >= 1).then_some(&start[..]);
+                return (self.visible >= 1).then_some(start);
             }
         }
         if id < self.first || id > self.visible {
             return None;
         }
         let pos = usize::try_from(id - self.first).ok()?;
-        self.entries.get(pos).map(|e| &e.wire[..])
+        self.entries.get(pos).map(|e| &e.wire)
     }
 
     /// The shared gzip block of a visible event still in memory, if it has one

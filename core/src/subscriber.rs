@@ -28,18 +28,25 @@
 //!    `stdout`/`stderr` events (no `retry:`, heartbeat or gap), up to the event
 //!    that was last when it opened, or (follow) to the `exit`.
 //!
+//! 9. Output goes to a `Vec<u8>` (the bytes copied) or to [`Frames`] (the log's
+//!    shared bytes and the archive read by reference, for one vectored write):
+//!    the same bytes either way. Gzip and text subscribers copy into the frames'
+//!    own buffer.
+//!
 //! A subscriber holds a few words, gzip or not; a slow one costs nothing but its
 //! socket.
 
 use crate::archive;
 use crate::cluster::{self, StreamEntry};
 use crate::event::{self, HeartbeatData};
+use crate::frames::Frames;
 use crate::gzip::{self, Block, Member};
 use crate::http::ContentCoding;
 use crate::id::{Cursor, EventId};
 use crate::log::{Log, Persistence};
 use crate::sse;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most bytes one [`Subscriber::poll_transmit`] call writes (but always at least
@@ -228,10 +235,74 @@ pub struct Subscriber {
     heartbeat_only: bool,
 }
 
-/// Where one call's bytes go: straight into the buffer (identity), or through the
+/// Where a subscriber's bytes go: a `Vec<u8>` they are appended to (copied), or
+/// [`Frames`] that refer to the log's shared bytes and the archive read instead
+/// of copying them. Both give the same bytes for the same calls.
+pub trait Output: sealed::Sealed {}
+
+impl Output for Vec<u8> {}
+impl Output for Frames {}
+
+mod sealed {
+    use super::Frames;
+
+    /// Keeps [`super::Output`] to the two kinds of output the core knows.
+    pub trait Sealed {
+        /// This output, for one call.
+        fn out(&mut self) -> Out<'_>;
+    }
+
+    /// One call's output (see [`super::Output`]).
+    pub enum Out<'a> {
+        Copy(&'a mut Vec<u8>),
+        Frames(&'a mut Frames),
+    }
+
+    impl Sealed for Vec<u8> {
+        fn out(&mut self) -> Out<'_> {
+            Out::Copy(self)
+        }
+    }
+
+    impl Sealed for Frames {
+        fn out(&mut self) -> Out<'_> {
+            Out::Frames(self)
+        }
+    }
+}
+
+use sealed::Out;
+
+impl Out<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Out::Copy(b) => b.len(),
+            Out::Frames(f) => f.len(),
+        }
+    }
+
+    /// The buffer copied bytes are appended to.
+    fn buf(&mut self) -> &mut Vec<u8> {
+        match self {
+            Out::Copy(b) => b,
+            Out::Frames(f) => f.own(),
+        }
+    }
+}
+
+/// Where an event's bytes come from, for [`Frames`]: the log's shared bytes, the
+/// archive read (at this offset of the bytes read), or a buffer of this call only.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    Shared(&'a Arc<[u8]>),
+    Read(usize),
+    Scratch,
+}
+
+/// Where one call's bytes go: straight into the output (identity), or through the
 /// response's gzip member (see rule 6).
 struct Sink<'a> {
-    buf: &'a mut Vec<u8>,
+    out: Out<'a>,
     start: usize,
     gzip: Option<&'a mut Member>,
     /// Events with no shared block, compressed together at the next flush.
@@ -241,11 +312,11 @@ struct Sink<'a> {
 }
 
 impl<'a> Sink<'a> {
-    /// A sink appending to `buf`, through `gzip` when the subscriber compresses.
-    fn new(buf: &'a mut Vec<u8>, gzip: Option<&'a mut Member>) -> Sink<'a> {
+    /// A sink appending to `out`, through `gzip` when the subscriber compresses.
+    fn new(out: Out<'a>, gzip: Option<&'a mut Member>) -> Sink<'a> {
         Sink {
-            start: buf.len(),
-            buf,
+            start: out.len(),
+            out,
             gzip,
             pending: Vec::new(),
             text: false,
@@ -254,7 +325,7 @@ impl<'a> Sink<'a> {
 
     /// Bytes this call has produced so far (before compression, for pending ones).
     fn written(&self) -> usize {
-        self.buf.len() - self.start + self.pending.len()
+        self.out.len() - self.start + self.pending.len()
     }
 
     /// The subscriber's own piece (`retry:`, heartbeat, gap).
@@ -264,30 +335,34 @@ impl<'a> Sink<'a> {
         }
         self.flush();
         match &mut self.gzip {
-            None => self.buf.extend_from_slice(bytes),
-            Some(m) => m.push_stored(bytes, self.buf),
+            None => self.out.buf().extend_from_slice(bytes),
+            Some(m) => m.push_stored(bytes, self.out.buf()),
         }
     }
 
-    /// An event's wire bytes, with its shared block if it has one.
-    fn event(&mut self, wire: &[u8], block: Option<&Block>) {
+    /// An event's wire bytes (from `src`), with its shared block if it has one.
+    fn event(&mut self, wire: &[u8], src: Src<'_>, block: Option<&Block>) {
         if self.text {
             let mut text = Vec::new();
             output_text(wire, &mut text);
             match &mut self.gzip {
-                None => self.buf.extend_from_slice(&text),
+                None => self.out.buf().extend_from_slice(&text),
                 Some(_) => self.pending.extend_from_slice(&text),
             }
             return;
         }
         match (&mut self.gzip, block) {
-            (None, _) => self.buf.extend_from_slice(wire),
+            (None, _) => match (&mut self.out, src) {
+                (Out::Frames(f), Src::Shared(shared)) => f.push_shared(shared),
+                (Out::Frames(f), Src::Read(at)) => f.push_read(wire, at),
+                (out, _) => out.buf().extend_from_slice(wire),
+            },
             (Some(m), Some(b)) => {
                 if self.pending.is_empty() {
-                    m.push_block(b, self.buf);
+                    m.push_block(b, self.out.buf());
                 } else {
                     self.flush();
-                    self.event(wire, block);
+                    self.event(wire, src, block);
                 }
             }
             (Some(_), None) => self.pending.extend_from_slice(wire),
@@ -298,7 +373,7 @@ impl<'a> Sink<'a> {
     fn flush(&mut self) {
         if let (Some(m), false) = (&mut self.gzip, self.pending.is_empty()) {
             let mut d = gzip::Deflater::default();
-            m.push_compressed(&mut d, &self.pending, true, self.buf);
+            m.push_compressed(&mut d, &self.pending, true, self.out.buf());
             self.pending.clear();
         }
     }
@@ -442,18 +517,19 @@ impl Subscriber {
             .then(|| self.last_write + self.heartbeat)
     }
 
-    /// Appends the next bytes to send to `buf` (whole events, up to
-    /// [`TRANSMIT_BUDGET`]) and says what to do next.
-    pub fn poll_transmit(&mut self, log: &Log, now: Instant, buf: &mut Vec<u8>) -> Next {
+    /// Appends the next bytes to send to `out` (whole events, up to
+    /// [`TRANSMIT_BUDGET`]) and says what to do next. `out` is a `Vec<u8>` the
+    /// bytes are copied into, or [`Frames`] that share the log's bytes instead.
+    pub fn poll_transmit(&mut self, log: &Log, now: Instant, out: &mut impl Output) -> Next {
         self.heartbeat_only = false;
         let mut gz = self.gzip.take();
-        let mut sink = Sink::new(buf, gz.as_mut());
+        let mut sink = Sink::new(out.out(), gz.as_mut());
         sink.text = self.text.is_some();
         let mut next = self.transmit(log, now, &mut sink);
         sink.flush();
         if next == Next::End {
             if let Some(m) = sink.gzip.as_mut().filter(|m| !m.is_finished()) {
-                m.finish(sink.buf);
+                m.finish(sink.out.buf());
                 next = Next::Wrote;
             }
         }
@@ -470,10 +546,10 @@ impl Subscriber {
             sse::encode_retry(ms, &mut own);
         }
         if let Some(to) = self.tail_gap_to.take() {
-            if let Some(start) = log.get(1) {
+            if let Some(start) = log.get_shared(1) {
                 sink.own(&own);
                 own.clear();
-                sink.event(start, log.block(1));
+                sink.event(start, Src::Shared(start), log.block(1));
             }
             event::encode_gap(
                 EventId::FIRST.next(),
@@ -485,8 +561,8 @@ impl Subscriber {
             sink.own(&own);
         }
         while sink.written() < TRANSMIT_BUDGET && self.next <= self.last_wanted(log) {
-            if let Some(wire) = log.get(self.next) {
-                sink.event(wire, log.block(self.next));
+            if let Some(wire) = log.get_shared(self.next) {
+                sink.event(wire, Src::Shared(wire), log.block(self.next));
                 self.next += 1;
                 self.sent += 1;
                 continue;
@@ -567,17 +643,18 @@ impl Subscriber {
 
     /// Takes bytes the runtime read from the archive for a [`Next::ReadArchive`]
     /// (`offset` and `first` as it asked) and appends the events this subscriber
-    /// still needs to `buf`. Where the archive cannot supply them (damaged or
-    /// short), a `gap` names the ids lost: never a silent loss.
+    /// still needs to `out`. Where the archive cannot supply them (damaged or
+    /// short), a `gap` names the ids lost: never a silent loss. [`Frames`] refer
+    /// to `bytes`: write them from these same bytes ([`Frames::slices`]).
     pub fn handle_archive(
         &mut self,
         log: &Log,
         offset: u64,
         first: EventId,
         bytes: &[u8],
-        buf: &mut Vec<u8>,
+        out: &mut impl Output,
     ) {
-        self.handle_archive_at(LogEdges::of(log), offset, first, bytes, buf);
+        self.handle_archive_at(LogEdges::of(log), offset, first, bytes, out);
     }
 
     /// [`Subscriber::handle_archive`] with the log's [`LogEdges`] in place of the
@@ -593,10 +670,10 @@ impl Subscriber {
         offset: u64,
         first: EventId,
         bytes: &[u8],
-        buf: &mut Vec<u8>,
+        out: &mut impl Output,
     ) {
         let mut gz = self.gzip.take();
-        let mut sink = Sink::new(buf, gz.as_mut());
+        let mut sink = Sink::new(out.out(), gz.as_mut());
         self.archive(edges, offset, first, bytes, &mut sink);
         sink.flush();
         self.gzip = gz;
@@ -619,7 +696,7 @@ impl Subscriber {
             pos_id = record.id.get() + 1;
             if record.id.get() == self.next {
                 // Archive reads have no shared block: compressed per call.
-                sink.event(record.wire, None);
+                sink.event(record.wire, Src::Read(record.at), None);
                 self.next += 1;
                 self.sent += 1;
             }
@@ -651,7 +728,7 @@ impl Subscriber {
 
     /// Takes what the runtime read from the job's stream in Redis for a
     /// [`Next::ReadStream`] (`after` as it asked; `None` when the read failed) and
-    /// appends the events this subscriber still needs to `buf`, encoded as
+    /// appends the events this subscriber still needs to `out`, encoded as
     /// [`Job::handle_remote_entry`](crate::job::Job::handle_remote_entry) encodes
     /// them. Ids the stream no longer holds (trimmed by its cap) are named by a
     /// `gap`; a failed read is asked again after [`STREAM_RETRY`], never a gap.
@@ -661,10 +738,10 @@ impl Subscriber {
         after: Cursor,
         entries: Option<&[StreamEntry]>,
         now: Instant,
-        buf: &mut Vec<u8>,
+        out: &mut impl Output,
     ) {
         let mut gz = self.gzip.take();
-        let mut sink = Sink::new(buf, gz.as_mut());
+        let mut sink = Sink::new(out.out(), gz.as_mut());
         sink.text = self.text.is_some();
         self.stream(log, after, entries, now, &mut sink);
         sink.flush();
@@ -704,7 +781,7 @@ impl Subscriber {
             }
             wire.clear();
             cluster::encode_entry(entry, &mut wire);
-            sink.event(&wire, None);
+            sink.event(&wire, Src::Scratch, None);
             self.next += 1;
             self.sent += 1;
         }
@@ -929,6 +1006,203 @@ mod gzip_tests {
             assert!(!ended);
             assert_eq!(got, want, "after step {i}");
         }
+    }
+}
+
+#[cfg(test)]
+mod frames_tests {
+    //! [`Frames`] against the copy path: the same bytes and answers, call by call.
+    use super::*;
+    use crate::frames::MIN_SHARED;
+    use crate::fuzzing::{ms, t0};
+    use crate::log::Kind;
+
+    /// Event `i`'s size: small ones (copied) and large ones (shared), mixed.
+    fn size(i: u64) -> usize {
+        [20, 1500, 5000, 100, 3000][(i % 5) as usize]
+    }
+
+    fn append(log: &mut Log, file: &mut Vec<u8>, i: u64, kind: Kind) {
+        log.append(kind, |id, buf| {
+            let data = "x".repeat(size(i));
+            buf.extend_from_slice(format!("id: {}\ndata: {data}\n\n", id.get()).as_bytes());
+        });
+        if let Some((records, upto)) = log.poll_persist() {
+            file.extend_from_slice(&records);
+            log.handle_persisted(upto);
+        }
+    }
+
+    /// A log of `n` events, the last one `exit` when `complete`, with a window
+    /// small enough that old events come from the archive (or a gap).
+    fn log(n: u64, complete: bool, persistence: Persistence) -> (Log, Vec<u8>) {
+        let mut log = Log::new(persistence, 12_000);
+        let mut file = Vec::new();
+        for i in 1..=n {
+            let kind = if complete && i == n {
+                Kind::Exit
+            } else {
+                Kind::Output
+            };
+            append(&mut log, &mut file, i, kind);
+        }
+        (log, file)
+    }
+
+    /// One call's answer and bytes.
+    type Call = (Next, Vec<u8>);
+
+    /// Drives `sub` until it waits or ends, through `frames` if given (else the
+    /// copy path); every call's answer and bytes.
+    fn drive(
+        log: &Log,
+        file: &[u8],
+        sub: &mut Subscriber,
+        now: Instant,
+        mut frames: Option<&mut Frames>,
+    ) -> Vec<Call> {
+        let mut calls = Vec::new();
+        for _ in 0..10_000 {
+            let (next, bytes) = match frames.as_deref_mut() {
+                Some(f) => {
+                    f.clear(0);
+                    let next = sub.poll_transmit(log, now, f);
+                    (next, f.to_vec(&[]))
+                }
+                None => {
+                    let mut buf = Vec::new();
+                    (sub.poll_transmit(log, now, &mut buf), buf)
+                }
+            };
+            calls.push((next, bytes));
+            match next {
+                Next::Wrote => {}
+                Next::ReadArchive { offset, first, len } => {
+                    let at = usize::try_from(offset).unwrap().min(file.len());
+                    let read = &file[at..(at + len).min(file.len())];
+                    let bytes = match frames.as_deref_mut() {
+                        Some(f) => {
+                            f.clear(0);
+                            sub.handle_archive(log, offset, first, read, f);
+                            f.to_vec(read)
+                        }
+                        None => {
+                            let mut buf = Vec::new();
+                            sub.handle_archive(log, offset, first, read, &mut buf);
+                            buf
+                        }
+                    };
+                    calls.push((next, bytes));
+                }
+                _ => return calls,
+            }
+        }
+        panic!("no rest");
+    }
+
+    /// Subscribers on `log` from several resume points and tails, with and without
+    /// gzip.
+    fn subscribers(log: &Log, t0: Instant) -> Vec<Subscriber> {
+        let mut subs = Vec::new();
+        let ids = ["0", "1", "2", "7", "30", "58"];
+        let params = [SubscribeParams::default()]
+            .into_iter()
+            .chain(ids.iter().map(|id| SubscribeParams {
+                last_event_id: Some(id),
+                ..SubscribeParams::default()
+            }))
+            .chain(["0", "3", "40"].iter().map(|n| SubscribeParams {
+                tail: Some(n),
+                ..SubscribeParams::default()
+            }));
+        for p in params {
+            let Ok(sub) = Subscriber::open(log, &p, &StreamSettings::default(), 9, t0) else {
+                continue;
+            };
+            let mut gz = sub.clone();
+            gz.use_coding(ContentCoding::Gzip);
+            subs.push(sub);
+            subs.push(gz);
+        }
+        subs.push(Subscriber::output_text(
+            log,
+            true,
+            &StreamSettings::default(),
+            t0,
+        ));
+        subs
+    }
+
+    #[test]
+    fn frames_give_the_copy_paths_bytes_and_answers_from_any_start() {
+        let t0 = t0();
+        for persistence in [Persistence::Archive, Persistence::Memory] {
+            let (log, file) = log(60, true, persistence);
+            for sub in subscribers(&log, t0) {
+                let want = drive(&log, &file, &mut sub.clone(), t0, None);
+                assert_eq!(want.last().map(|c| c.0), Some(Next::End));
+                for min_shared in [0, 1000, MIN_SHARED, 1 << 20] {
+                    let mut frames = Frames::with_min_shared(min_shared);
+                    let got = drive(&log, &file, &mut sub.clone(), t0, Some(&mut frames));
+                    assert_eq!(got, want, "{persistence:?}, sharing from {min_shared} B");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn live_frames_with_heartbeats_match_the_copy_path() {
+        let t0 = t0();
+        let (mut log, mut file) = log(3, false, Persistence::Archive);
+        let settings = StreamSettings::default();
+        let open = |log: &Log| {
+            Subscriber::open(log, &SubscribeParams::default(), &settings, 1, t0).unwrap()
+        };
+        let (mut copy, mut framed) = (open(&log), open(&log));
+        let mut frames = Frames::new();
+        let mut now = t0;
+        for i in 4..=40u64 {
+            let want = drive(&log, &file, &mut copy, now, None);
+            let got = drive(&log, &file, &mut framed, now, Some(&mut frames));
+            assert_eq!(got, want, "step {i}");
+            if i % 7 == 0 {
+                now += settings.heartbeat; // silence: a heartbeat is due
+            } else {
+                let kind = if i == 40 { Kind::Exit } else { Kind::Output };
+                append(&mut log, &mut file, i, kind);
+                now += ms(3);
+            }
+        }
+        let want = drive(&log, &file, &mut copy, now, None);
+        assert_eq!(
+            drive(&log, &file, &mut framed, now, Some(&mut frames)),
+            want
+        );
+        assert_eq!(want.last().map(|c| c.0), Some(Next::End));
+    }
+
+    #[test]
+    fn large_events_are_shared_not_copied() {
+        let t0 = t0();
+        let (log, _) = log(5, true, Persistence::Archive);
+        let mut sub = Subscriber::open(
+            &log,
+            &SubscribeParams::default(),
+            &StreamSettings::default(),
+            0,
+            t0,
+        )
+        .unwrap();
+        let mut frames = Frames::new();
+        assert_eq!(sub.poll_transmit(&log, t0, &mut frames), Next::Wrote);
+        frames.frame(crate::http::StreamFraming::Chunked);
+        // The chunk's head; `retry:`; events 1, 2 (shared), 3 (100 B, copied), 4
+        // (shared), 5 (20 B, copied); the chunk's end.
+        let sizes: Vec<usize> = frames.slices(&[]).map(<[u8]>::len).collect();
+        let wire: Vec<usize> = (1..=5).map(|id| log.get(id).unwrap().len()).collect();
+        assert_eq!(sizes.len(), 8, "{sizes:?}");
+        assert_eq!(sizes[2..7], wire[..]);
+        assert!(wire[2] < MIN_SHARED && wire[4] < MIN_SHARED);
     }
 }
 

@@ -1,6 +1,8 @@
 //! Long responses: an SSE stream (a subscriber's cursor driven until the end of the
 //! job's log or the client's departure) and the raw output log (`?follow=1`). Each
-//! batch the core yields is framed as one HTTP chunk and flushed at once.
+//! batch the core yields is framed as one HTTP chunk and flushed at once; an SSE
+//! stream's batch is the core's [`Frames`], written with vectored writes straight
+//! from the log's shared bytes and the archive read (no copy per subscriber).
 //!
 //! A stream finds its job's slot once and then locks only that job, for one core
 //! call at a time; the registry is locked again only to unsubscribe. Files are read
@@ -12,34 +14,66 @@ use futures_lite::{future, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::{Async, Timer};
 use spout_core::feed::ListSubscriber;
+use spout_core::frames::Frames;
 use spout_core::gzip::BodyEncoder;
 use spout_core::http::{self, ResponseHead, StreamFraming};
 use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
-use spout_core::subscriber::{self, Next, Subscriber};
+use spout_core::subscriber::{self, LogEdges, Next, Subscriber};
 use spout_core::JobId;
 use spout_sys::archive::EventsReader;
 use spout_sys::cluster::Cluster;
 use spout_sys::driver::{log, Shared};
 use std::fs::File;
-use std::io::{self, Read as _};
+use std::io::{self, IoSlice, Read as _};
 use std::os::unix::fs::FileExt;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Writes `bytes`, giving up after the core's write timeout (a client that stops
-/// reading is dropped rather than held forever). Returns whether it worked.
-///
-/// The timeout's timer is made only when the socket does not take everything at
-/// once: a timer costs a wake-up of the reactor, and most writes complete at once.
+/// Writes `bytes`, giving up after the core's write timeout. Returns whether it
+/// worked.
 async fn send(stream: &mut TcpStream, bytes: &[u8]) -> bool {
-    let mut write = pin!(async {
+    within_write_timeout(async {
         stream
             .write_all(bytes)
             .await
             .and(stream.flush().await)
             .is_ok()
-    });
+    })
+    .await
+}
+
+/// The most buffers one `writev` takes (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// Writes `frames` (with `read`, the archive read they may refer to) with vectored
+/// writes: as much as the socket takes per wake-up, on through partial writes,
+/// giving up after the core's write timeout as [`send`] does.
+async fn send_frames(stream: &mut TcpStream, frames: &Frames, read: &[u8]) -> bool {
+    let mut slices: Vec<IoSlice<'_>> = frames.slices(read).map(IoSlice::new).collect();
+    within_write_timeout(async {
+        let mut bufs = &mut slices[..];
+        while !bufs.is_empty() {
+            let n = bufs.len().min(IOV_MAX);
+            match stream.write_vectored(&bufs[..n]).await {
+                Ok(0) => return false,
+                Ok(written) => IoSlice::advance_slices(&mut bufs, written),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    })
+    .await
+}
+
+/// Runs a write, giving up after the core's write timeout (a client that stops
+/// reading is dropped rather than held forever). Returns whether it worked.
+///
+/// The timeout's timer is made only when the socket does not take everything at
+/// once: a timer costs a wake-up of the reactor, and most writes complete at once.
+async fn within_write_timeout(write: impl std::future::Future<Output = bool>) -> bool {
+    let mut write = pin!(write);
     if let Some(done) = future::poll_once(write.as_mut()).await {
         return done;
     }
@@ -184,10 +218,8 @@ async fn read_stream(
 
 /// A stream that has caught up lets go of buffers grown by archive reads: a
 /// waiting subscriber costs nothing but its socket.
-fn shrink(buf: &mut Vec<u8>, archive_buf: &mut Vec<u8>) {
-    if buf.capacity() > 2 * spout_core::subscriber::TRANSMIT_BUDGET {
-        *buf = Vec::new();
-    }
+fn shrink(frames: &mut Frames, archive_buf: &mut Vec<u8>) {
+    frames.clear(2 * spout_core::subscriber::TRANSMIT_BUDGET);
     *archive_buf = Vec::new();
 }
 
@@ -209,7 +241,7 @@ pub async fn events(
     let mut dropped = !send(&mut w, &frame).await;
     // Found once: while this stream watches the job, retention keeps it.
     let slot = shared.slot(id);
-    let mut buf = Vec::new();
+    let mut frames = Frames::new();
     let mut reader = None;
     let mut archive_buf = Vec::new();
     let mut waiting = Waiting::new(stream);
@@ -220,15 +252,12 @@ pub async fn events(
     let mut idle = None;
     while !dropped {
         if let Some((listener, deadline)) = idle.take() {
-            shrink(&mut buf, &mut archive_buf);
+            shrink(&mut frames, &mut archive_buf);
             if !waiting.wait(listener, Some(deadline)).await {
                 dropped = true;
                 break;
             }
         }
-        // The subscriber appends after room for the chunk-size line: one copy of
-        // the log's bytes per subscriber, no re-framing copy.
-        framing.begin(&mut buf);
         shared.record_sent(sub.events_sent() - counted, 0);
         counted = sub.events_sent();
         let Some(slot) = &slot else {
@@ -237,14 +266,17 @@ pub async fn events(
         };
         let listener = slot.listen();
         let now = clock::now();
-        let next = sub.poll_transmit(slot.lock().log(), now, &mut buf);
+        // The core fills `frames` with references to the log's shared bytes (and
+        // copies of small pieces); they are written, then cleared, so that no
+        // event is kept alive while this stream waits.
+        let next = sub.poll_transmit(slot.lock().log(), now, &mut frames);
+        let mut read: &[u8] = &[];
         match next {
             Next::Wrote => {
-                dropped = !send(&mut w, framing.finish(&mut buf)).await;
                 idle = sub.wait_after_heartbeat().map(|t| (listener, t));
             }
             Next::Wait(deadline) => {
-                shrink(&mut buf, &mut archive_buf);
+                shrink(&mut frames, &mut archive_buf);
                 dropped = !waiting.wait(listener, deadline).await;
             }
             Next::ReadArchive { offset, first, len } => {
@@ -272,28 +304,36 @@ pub async fn events(
                         })
                     }
                 };
-                let bytes = &archive_buf[..n];
-                sub.handle_archive(slot.lock().log(), offset, first, bytes, &mut buf);
-                if !framing.is_empty(&buf) {
-                    dropped = !send(&mut w, framing.finish(&mut buf)).await;
-                }
+                read = &archive_buf[..n];
+                // The scan runs without the job's lock (the log's edges are read
+                // under it), as spout-blocking does.
+                let edges = LogEdges::of(slot.lock().log());
+                sub.handle_archive_at(edges, offset, first, read, &mut frames);
             }
             Next::ReadStream { after, count } => {
                 let entries = read_stream(cluster, id, after, count).await;
                 let now = clock::now();
-                sub.handle_stream(slot.lock().log(), after, entries.as_deref(), now, &mut buf);
-                if !framing.is_empty(&buf) {
-                    dropped = !send(&mut w, framing.finish(&mut buf)).await;
-                }
+                sub.handle_stream(
+                    slot.lock().log(),
+                    after,
+                    entries.as_deref(),
+                    now,
+                    &mut frames,
+                );
             }
             Next::End => {
                 let _ = send(&mut w, framing.end()).await;
                 break;
             }
         }
-        if !dropped {
-            shared.record_sent(0, buf.len() as u64);
+        if !frames.is_empty() && !dropped {
+            frames.frame(framing);
+            dropped = !send_frames(&mut w, &frames, read).await;
+            if !dropped {
+                shared.record_sent(0, frames.framed_len() as u64);
+            }
         }
+        frames.clear(2 * spout_core::subscriber::TRANSMIT_BUDGET);
     }
     shared.record_sent(sub.events_sent() - counted, 0);
     shared.lock().unsubscribe(id, dropped, clock::now());

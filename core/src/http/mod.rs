@@ -729,7 +729,7 @@ impl ReadFailure {
 }
 
 /// Room for a chunk-size line: 8 hex digits (pieces under 4 GiB) and CRLF.
-const CHUNK_HEAD_ROOM: usize = 10;
+pub(crate) const CHUNK_HEAD_ROOM: usize = 10;
 
 /// How a streamed body (an event stream, a followed log) is delimited on the wire:
 /// chunked for HTTP/1.1, close-delimited for HTTP/1.0 clients (which cannot read
@@ -792,6 +792,20 @@ impl StreamFraming {
             return &buf[..];
         }
         let mut head = [0u8; CHUNK_HEAD_ROOM];
+        let at = self.head(len, &mut head);
+        buf[at..room].copy_from_slice(&head[at..]);
+        buf.extend_from_slice(self.tail());
+        &buf[at..]
+    }
+
+    /// Writes the line that starts a piece of `len` body bytes at the end of
+    /// `head` and returns where it starts (`head.len()`: nothing, when the body is
+    /// not chunked). The piece then ends with [`StreamFraming::tail`]. For a piece
+    /// sent from several buffers ([`crate::frames::Frames`]).
+    pub(crate) fn head(self, len: usize, head: &mut [u8; CHUNK_HEAD_ROOM]) -> usize {
+        if self == StreamFraming::CloseDelimited {
+            return CHUNK_HEAD_ROOM;
+        }
         let mut at = CHUNK_HEAD_ROOM - 2;
         head[at..].copy_from_slice(b"\r\n");
         let mut n = len;
@@ -803,9 +817,15 @@ impl StreamFraming {
                 break;
             }
         }
-        buf[at..room].copy_from_slice(&head[at..]);
-        buf.extend_from_slice(b"\r\n");
-        &buf[at..]
+        at
+    }
+
+    /// The bytes that end a piece of body started by [`StreamFraming::head`].
+    pub(crate) fn tail(self) -> &'static [u8] {
+        match self {
+            StreamFraming::Chunked => b"\r\n",
+            StreamFraming::CloseDelimited => b"",
+        }
     }
 
     fn room(self) -> usize {
