@@ -233,6 +233,9 @@ pub struct Subscriber {
     text: Option<Option<u64>>,
     /// The last [`Subscriber::poll_transmit`] wrote a heartbeat and nothing else.
     heartbeat_only: bool,
+    /// The last [`Subscriber::poll_transmit`] wrote everything the log showed,
+    /// and the stream goes on.
+    caught_up: bool,
 }
 
 /// Where a subscriber's bytes go: a `Vec<u8>` they are appended to (copied), or
@@ -411,6 +414,7 @@ impl Subscriber {
             stream_retry_at: None,
             text: None,
             heartbeat_only: false,
+            caught_up: false,
         };
         if let Some(text) = params.last_event_id {
             let cursor = Cursor::parse(text).map_err(|e| {
@@ -468,6 +472,7 @@ impl Subscriber {
             stream_retry_at: None,
             text: Some((!follow).then(|| log.last_visible())),
             heartbeat_only: false,
+            caught_up: false,
         }
     }
 
@@ -517,11 +522,24 @@ impl Subscriber {
             .then(|| self.last_write + self.heartbeat)
     }
 
+    /// After a [`Subscriber::poll_transmit`] that answered [`Next::Wrote`] and
+    /// wrote everything the log showed (events, or a heartbeat): the deadline the
+    /// next call would answer [`Next::Wait`] with while the log does not change.
+    /// A runtime that listened for the log's changes before that call may, once
+    /// the bytes are written, wait for it at once: a live stream then looks at the
+    /// log once per event, not twice. `None` after any other answer (more to
+    /// send, an archive read next, or the end of the stream).
+    #[must_use]
+    pub fn wait_after_write(&self) -> Option<Instant> {
+        self.caught_up.then(|| self.last_write + self.heartbeat)
+    }
+
     /// Appends the next bytes to send to `out` (whole events, up to
     /// [`TRANSMIT_BUDGET`]) and says what to do next. `out` is a `Vec<u8>` the
     /// bytes are copied into, or [`Frames`] that share the log's bytes instead.
     pub fn poll_transmit(&mut self, log: &Log, now: Instant, out: &mut impl Output) -> Next {
         self.heartbeat_only = false;
+        self.caught_up = false;
         let mut gz = self.gzip.take();
         let mut sink = Sink::new(out.out(), gz.as_mut());
         sink.text = self.text.is_some();
@@ -609,6 +627,7 @@ impl Subscriber {
         }
         if sink.written() > 0 {
             self.last_write = now;
+            self.caught_up = self.next > self.last_wanted(log) && !self.is_done(log);
             return Next::Wrote;
         }
         if self.is_done(log) {
@@ -636,6 +655,7 @@ impl Subscriber {
             sink.own(&own);
             self.last_write = now;
             self.heartbeat_only = true;
+            self.caught_up = true;
             return Next::Wrote;
         }
         Next::Wait(Some(due))
@@ -1179,6 +1199,57 @@ mod frames_tests {
             want
         );
         assert_eq!(want.last().map(|c| c.0), Some(Next::End));
+    }
+
+    #[test]
+    fn the_wait_after_a_write_is_what_the_next_poll_answers() {
+        let t0 = t0();
+        for persistence in [Persistence::Archive, Persistence::Memory] {
+            for complete in [false, true] {
+                let (log, file) = log(30, complete, persistence);
+                for mut sub in subscribers(&log, t0) {
+                    let mut now = t0;
+                    let mut caught_up = 0;
+                    for _ in 0..1_000 {
+                        let mut buf = Vec::new();
+                        let next = sub.poll_transmit(&log, now, &mut buf);
+                        let after = sub.wait_after_write();
+                        let mut again = sub.clone();
+                        let answer = again.poll_transmit(&log, now + ms(1), &mut Vec::new());
+                        match (next, after) {
+                            (Next::Wrote, Some(t)) => {
+                                assert_eq!(answer, Next::Wait(Some(t)));
+                                caught_up += 1;
+                            }
+                            (_, Some(_)) => panic!("only after a write"),
+                            (Next::Wrote, None) => {
+                                assert!(!matches!(answer, Next::Wait(_)), "{answer:?}");
+                            }
+                            _ => {}
+                        }
+                        match next {
+                            Next::ReadArchive { offset, first, len } => {
+                                let at = usize::try_from(offset).unwrap().min(file.len());
+                                let read = &file[at..(at + len).min(file.len())];
+                                sub.handle_archive(&log, offset, first, read, &mut buf);
+                                assert_eq!(sub.wait_after_write(), after);
+                            }
+                            Next::Wait(Some(t)) => now = t, // a heartbeat next
+                            Next::End => break,
+                            _ => {}
+                        }
+                        if caught_up > 3 {
+                            break;
+                        }
+                    }
+                    // (A text subscriber has no heartbeat: after an archive read
+                    // that took it to the end, it only waits.)
+                    if complete || sub.text.is_none() {
+                        assert_eq!(caught_up > 0, !complete, "{persistence:?} {sub:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -246,8 +246,9 @@ pub async fn events(
     let mut archive_buf = Vec::new();
     let mut waiting = Waiting::new(stream);
     let mut counted = 0;
-    // After a heartbeat: the listener taken before it and the core's next deadline
-    // (`Subscriber::wait_after_heartbeat`), waited for without another look at the
+    // After a write that took the stream to the end of what the log showed (events
+    // or a heartbeat): the listener taken before it and the core's next deadline
+    // (`Subscriber::wait_after_write`), waited for without another look at the
     // job. Anything appended since that look wakes the listener.
     let mut idle = None;
     while !dropped {
@@ -273,7 +274,7 @@ pub async fn events(
         let mut read: &[u8] = &[];
         match next {
             Next::Wrote => {
-                idle = sub.wait_after_heartbeat().map(|t| (listener, t));
+                idle = sub.wait_after_write().map(|t| (listener, t));
             }
             Next::Wait(deadline) => {
                 shrink(&mut frames, &mut archive_buf);
