@@ -38,19 +38,24 @@ enum Frame {
 
 /// A subscriber's output for one write: frames in order, plus the body framing
 /// around them. See the module docs for its rules.
+///
+/// Copied bytes follow room for the framing's head, and the framing's tail is
+/// appended to them, as [`StreamFraming::begin`] and [`StreamFraming::finish`]
+/// do: frames that share nothing are one contiguous buffer, one plain write.
 #[derive(Clone, Debug)]
 pub struct Frames {
-    /// Copied bytes; `own[..sealed]` is covered by `list`, the rest follows it.
+    /// Room for the head, then copied bytes; `own[..sealed]` is covered by
+    /// `list`, the rest follows it (empty: nothing copied yet, no room taken).
     own: Vec<u8>,
     sealed: usize,
     list: Vec<Frame>,
     /// Bytes in `list`.
     listed: usize,
     min_shared: usize,
-    /// The framing's head for this piece (`head[head_at..]`) and tail.
-    head: [u8; CHUNK_HEAD_ROOM],
+    /// Once framed: where the head starts in `own`, and the tail's length (at
+    /// the end of `own`).
     head_at: usize,
-    tail: &'static [u8],
+    tail_len: usize,
 }
 
 impl Default for Frames {
@@ -72,13 +77,12 @@ impl Frames {
     pub fn with_min_shared(min_shared: usize) -> Frames {
         Frames {
             own: Vec::new(),
-            sealed: 0,
+            sealed: CHUNK_HEAD_ROOM,
             list: Vec::new(),
             listed: 0,
             min_shared,
-            head: [0; CHUNK_HEAD_ROOM],
             head_at: CHUNK_HEAD_ROOM,
-            tail: b"",
+            tail_len: 0,
         }
     }
 
@@ -93,14 +97,14 @@ impl Frames {
     /// Body bytes held (without the framing).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.listed + self.own.len() - self.sealed
+        self.listed + self.own.len().saturating_sub(self.sealed + self.tail_len)
     }
 
     /// Bytes to write: the body bytes held and, once [`Frames::frame`]d, the
     /// framing around them.
     #[must_use]
     pub fn framed_len(&self) -> usize {
-        CHUNK_HEAD_ROOM - self.head_at + self.len() + self.tail.len()
+        CHUNK_HEAD_ROOM - self.head_at + self.len() + self.tail_len
     }
 
     /// Whether no body bytes are held.
@@ -109,8 +113,8 @@ impl Frames {
         self.len() == 0
     }
 
-    /// The bytes to write, in order: the framing's head, the frames, its tail.
-    /// `read` is the buffer last passed to
+    /// The bytes to write, in order: the framing's head, the frames, its tail
+    /// (adjacent copied bytes as one slice). `read` is the buffer last passed to
     /// [`Subscriber::handle_archive`](crate::subscriber::Subscriber::handle_archive)
     /// since [`Frames::clear`] (any slice when there was none). Empty slices are
     /// left out.
@@ -118,16 +122,27 @@ impl Frames {
     /// # Panics
     /// When `read` is shorter than that buffer (rule 3 broken by the runtime).
     pub fn slices<'a>(&'a self, read: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let head = &self.head[self.head_at..];
-        let frames = self.list.iter().map(move |f| match f {
+        // The head and the copied bytes after it are one slice.
+        let (first, skip) = match self.list.first() {
+            None => (self.head_at..self.own.len(), 0),
+            Some(Frame::Own(r)) => (self.head_at..r.end, 1),
+            Some(_) => (self.head_at..CHUNK_HEAD_ROOM, 0),
+        };
+        let first = self.own.get(first).unwrap_or_default();
+        let frames = self.list.iter().skip(skip).map(move |f| match f {
             Frame::Own(r) => &self.own[r.clone()],
             Frame::Shared(wire) => &wire[..],
             Frame::Read(r) => &read[r.clone()],
         });
-        std::iter::once(head)
+        // The copied rest and the tail, when there are frames before them.
+        let rest = if self.list.is_empty() {
+            &[][..]
+        } else {
+            self.own.get(self.sealed..).unwrap_or_default()
+        };
+        std::iter::once(first)
             .chain(frames)
-            .chain(std::iter::once(&self.own[self.sealed..]))
-            .chain(std::iter::once(self.tail))
+            .chain(std::iter::once(rest))
             .filter(|s| !s.is_empty())
     }
 
@@ -145,37 +160,52 @@ impl Frames {
     /// would end the body).
     pub fn frame(&mut self, framing: StreamFraming) {
         let len = self.len();
-        if len == 0 {
+        if len == 0 || self.tail_len > 0 || self.head_at < CHUNK_HEAD_ROOM {
             return;
         }
-        self.head_at = framing.head(len, &mut self.head);
-        self.tail = framing.tail();
+        let mut head = [0; CHUNK_HEAD_ROOM];
+        let at = framing.head(len, &mut head);
+        self.reserve_room();
+        self.own[at..CHUNK_HEAD_ROOM].copy_from_slice(&head[at..]);
+        self.head_at = at;
+        let tail = framing.tail();
+        self.own.extend_from_slice(tail);
+        self.tail_len = tail.len();
     }
 
-    /// Forgets every frame (and drops the shared bytes). Keeps the copy buffer's
-    /// memory unless it grew beyond `keep` bytes.
+    /// Forgets every frame (and drops the shared bytes). Keeps the buffers'
+    /// memory unless the copy buffer grew beyond `keep` bytes.
     pub fn clear(&mut self, keep: usize) {
         if self.own.capacity() > keep {
             self.own = Vec::new();
+            self.list = Vec::new();
         } else {
             self.own.clear();
+            self.list.clear();
         }
-        self.sealed = 0;
-        self.list.clear();
+        self.sealed = CHUNK_HEAD_ROOM;
         self.listed = 0;
         self.head_at = CHUNK_HEAD_ROOM;
-        self.tail = b"";
+        self.tail_len = 0;
+    }
+
+    /// Room for the framing's head, taken with the first copied byte.
+    fn reserve_room(&mut self) {
+        if self.own.is_empty() {
+            self.own.resize(CHUNK_HEAD_ROOM, 0);
+        }
     }
 
     /// The buffer copied bytes are appended to.
     pub(crate) fn own(&mut self) -> &mut Vec<u8> {
+        self.reserve_room();
         &mut self.own
     }
 
     /// Appends a shared event by reference (rule 2: copied when small).
     pub(crate) fn push_shared(&mut self, wire: &Arc<[u8]>) {
         if wire.len() < self.min_shared {
-            self.own.extend_from_slice(wire);
+            self.own().extend_from_slice(wire);
         } else {
             self.push(Frame::Shared(wire.clone()), wire.len());
         }
@@ -185,13 +215,14 @@ impl Frames {
     /// copied when small).
     pub(crate) fn push_read(&mut self, wire: &[u8], at: usize) {
         if wire.len() < self.min_shared {
-            self.own.extend_from_slice(wire);
+            self.own().extend_from_slice(wire);
         } else {
             self.push(Frame::Read(at..at + wire.len()), wire.len());
         }
     }
 
     fn push(&mut self, frame: Frame, len: usize) {
+        self.reserve_room();
         if self.own.len() > self.sealed {
             self.list.push(Frame::Own(self.sealed..self.own.len()));
             self.listed += self.own.len() - self.sealed;
