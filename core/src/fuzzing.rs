@@ -192,6 +192,16 @@ impl Sim {
         Subscriber::open(self.job.log(), &params, &settings, 20, self.now)
     }
 
+    /// What a runtime's read of `len` bytes at `offset` of the archive gives (short
+    /// at its end, empty past it).
+    fn archive_read(&self, offset: u64, len: usize) -> &[u8] {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.archive.len());
+        let end = start.saturating_add(len).min(self.archive.len());
+        &self.archive[start..end]
+    }
+
     /// Everything a subscriber can write now, until it must wait or the stream ends.
     pub fn read(&self, sub: &mut Subscriber) -> (String, Next) {
         let mut buf = Vec::new();
@@ -199,17 +209,8 @@ impl Sim {
             match sub.poll_transmit(self.job.log(), self.now, &mut buf) {
                 Next::Wrote => continue,
                 Next::ReadArchive { offset, first, len } => {
-                    let start = usize::try_from(offset)
-                        .unwrap_or(usize::MAX)
-                        .min(self.archive.len());
-                    let end = (start + len).min(self.archive.len());
-                    sub.handle_archive(
-                        self.job.log(),
-                        offset,
-                        first,
-                        &self.archive[start..end],
-                        &mut buf,
-                    );
+                    let read = self.archive_read(offset, len);
+                    sub.handle_archive(self.job.log(), offset, first, read, &mut buf);
                 }
                 other => return (String::from_utf8_lossy(&buf).into_owned(), other),
             }
@@ -229,11 +230,7 @@ impl Sim {
             match next {
                 Next::Wrote => continue,
                 Next::ReadArchive { offset, first, len } => {
-                    let start = usize::try_from(offset)
-                        .unwrap_or(usize::MAX)
-                        .min(self.archive.len());
-                    let end = (start + len).min(self.archive.len());
-                    let read = &self.archive[start..end];
+                    let read = self.archive_read(offset, len);
                     frames.clear(0);
                     sub.handle_archive(self.job.log(), offset, first, read, &mut frames);
                     wire.extend(frames.slices(read).flatten());
