@@ -8,7 +8,7 @@
 //! deadline, not kept alive by each byte.
 
 use rustix::io::Errno;
-use rustix::net::RecvFlags;
+use rustix::net::{RecvFlags, SendFlags};
 use spout_core::http::{self as core_http, Event, ServerConn};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -106,6 +106,28 @@ impl Conn {
         self.stream
             .set_write_timeout(Some(core_http::WRITE_TIMEOUT))?;
         result
+    }
+
+    /// Writes what the socket takes of `bytes` at once, without waiting (the idle
+    /// thread's writes, which must never block on one slow client): how many
+    /// bytes it took, 0 if its buffer is full.
+    ///
+    /// # Errors
+    ///
+    /// The socket's error, e.g. when the peer has gone.
+    pub fn try_write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        loop {
+            match rustix::net::send(
+                &self.stream,
+                bytes,
+                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+            ) {
+                Ok(n) => return Ok(n),
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Whether the client has closed its side (or reset the connection), without

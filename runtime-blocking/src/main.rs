@@ -12,6 +12,7 @@
 
 mod clock;
 mod http;
+mod idle;
 mod job;
 mod serve;
 mod stream;

@@ -7,6 +7,7 @@
 
 use crate::clock;
 use crate::http::Conn;
+use crate::idle::Idler;
 use crate::job::{self, Drivers};
 use crate::stream::{self, EventStream};
 use anyhow::Context as _;
@@ -91,6 +92,8 @@ struct State {
     gate: Gate,
     /// Set by the signal thread: stop accepting and shut down.
     stopping: AtomicBool,
+    /// Holds quiet streams and writes their heartbeats (`crate::idle`).
+    idler: Arc<Idler>,
 }
 
 fn serve(started: Started) -> anyhow::Result<()> {
@@ -118,7 +121,9 @@ fn serve(started: Started) -> anyhow::Result<()> {
         cluster,
         gate: Gate::new(connections),
         stopping: AtomicBool::new(false),
+        idler: Arc::new(Idler::default()),
     });
+    start_idler(&state);
     let (wake, wake_tx) = UnixStream::pair().context("cannot handle SIGTERM/SIGINT")?;
     watch_signals(state.clone(), wake_tx)?;
     log(&format!("listening on http://{addr}"));
@@ -126,6 +131,19 @@ fn serve(started: Started) -> anyhow::Result<()> {
     accept_loop(&state, listener, wake);
     shutdown(&state);
     Ok(())
+}
+
+/// Starts the idle thread. Without it (no thread could start) every stream
+/// waits on its own thread, as before: slower when idle, but the same answers.
+fn start_idler(state: &Arc<State>) {
+    let moved = state.clone();
+    let started = thread::Builder::new()
+        .name("spout-idle".into())
+        .stack_size(STACK_BYTES)
+        .spawn(move || moved.idler.run(&moved.shared));
+    if let Err(e) = started {
+        log(&format!("cannot start the idle thread: {e}"));
+    }
 }
 
 /// Connection threads kept waiting for the accepting role (spares): one takes it
@@ -329,9 +347,9 @@ fn serve_connection(permit: Permit, stream: TcpStream, peer: SocketAddr) {
 /// stack touched stay resident for the thread's life, and the request path
 /// (the core's decision) reaches deeper than a waiting stream ever does: an idle
 /// subscriber would keep that depth for hours.
-fn serve_stream(permit: Permit, stream: EventStream) {
+fn serve_stream(permit: Permit, stream: Box<EventStream>) {
     let state = &permit.state;
-    let Some(stream) = stream.serve(&state.shared, state.cluster.as_deref(), true) else {
+    let Some(stream) = stream.serve(&state.shared, state.cluster.as_deref(), None, true) else {
         return;
     };
     // Given back here if the thread cannot start (the closure is then dropped
@@ -344,7 +362,12 @@ fn serve_stream(permit: Permit, stream: EventStream) {
             drop(moved);
             if let Some((permit, stream)) = taken {
                 let state = &permit.state;
-                stream.serve(&state.shared, state.cluster.as_deref(), false);
+                stream.serve(
+                    &state.shared,
+                    state.cluster.as_deref(),
+                    Some(&state.idler),
+                    false,
+                );
             }
         }
     };
@@ -356,7 +379,12 @@ fn serve_stream(permit: Permit, stream: EventStream) {
         // Served here, on the deeper stack, rather than dropped.
         if let Some((permit, stream)) = take(&moved) {
             let state = &permit.state;
-            stream.serve(&state.shared, state.cluster.as_deref(), false);
+            stream.serve(
+                &state.shared,
+                state.cluster.as_deref(),
+                Some(&state.idler),
+                false,
+            );
         }
     }
 }
@@ -419,7 +447,7 @@ fn shutdown(state: &State) {
 /// The core's [`ServerConn`] reads the requests; this loop asks the registry and
 /// passes its answers back. An event stream is returned, with its head written,
 /// for [`serve_stream`] (this function's frame is then gone from the stack).
-fn connection(state: &State, mut conn: Conn, peer: &str) -> Option<EventStream> {
+fn connection(state: &State, mut conn: Conn, peer: &str) -> Option<Box<EventStream>> {
     let shared = &state.shared;
     let limits = ConnLimits::new(&shared.lock().config().limits);
     let mut http_conn = ServerConn::new(limits, clock::now());

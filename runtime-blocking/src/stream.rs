@@ -12,10 +12,16 @@
 //!
 //! A stream finds its job's slot once and then locks only that job, for one core
 //! call at a time; the registry is locked again only to unsubscribe.
+//!
+//! A stream quiet for a whole heartbeat interval is handed to the idle thread
+//! (`crate::idle`), which writes its heartbeats without waking its thread, and
+//! gives it back at the job's next change ([`EventStream::beat`] is that thread's
+//! step).
 
 use crate::clock;
 use crate::http::Conn;
-use event_listener::Listener as _;
+use crate::idle::{Given, Idler};
+use event_listener::{EventListener, Listener as _};
 use spout_core::feed::ListSubscriber;
 use spout_core::gzip::BodyEncoder;
 use spout_core::http::{ResponseHead, StreamFraming};
@@ -73,6 +79,8 @@ fn shrink(buf: &mut Vec<u8>, archive_buf: &mut Vec<u8>) {
 /// buffers kept from step to step. It can move to another thread between steps
 /// ([`EventStream::serve`] returns it at its first wait when asked to), so that the
 /// deep stack of the request that made it need not live as long as the stream.
+/// It lives boxed: moving it (to that thread, to the idle thread and back) moves a
+/// pointer, and the frames of a stream's thread stay as shallow as its stack pages.
 pub struct EventStream {
     conn: Conn,
     framing: StreamFraming,
@@ -87,6 +95,19 @@ pub struct EventStream {
     counted: u64,
     /// Whether the client went away (or a write failed).
     dropped: bool,
+    /// Bytes the idle thread could not write without waiting: the stream's own
+    /// thread writes them first when the stream is given back.
+    pending: Vec<u8>,
+}
+
+/// What the idle thread does with a stream after [`EventStream::beat`].
+pub enum Beat {
+    /// Keep holding it: wait on this listener (taken before the look at the job)
+    /// until this deadline.
+    Again(EventListener, Option<Instant>),
+    /// Give it back to its thread: the job has more for it, its client left, or
+    /// a write has to wait.
+    Back,
 }
 
 impl EventStream {
@@ -98,12 +119,12 @@ impl EventStream {
         framing: StreamFraming,
         id: JobId,
         sub: Subscriber,
-    ) -> EventStream {
+    ) -> Box<EventStream> {
         let mut frame = Vec::new();
         framing.adapt(&mut head);
         head.encode(&mut frame);
         let dropped = conn.write_all(&frame).is_err();
-        EventStream {
+        Box::new(EventStream {
             conn,
             framing,
             id,
@@ -114,19 +135,64 @@ impl EventStream {
             archive_buf: Vec::new(),
             counted: 0,
             dropped,
+            pending: Vec::new(),
+        })
+    }
+
+    /// One look at a held stream's job when its deadline came, on the idle
+    /// thread (`crate::idle`), without ever waiting: the client checked, the
+    /// core polled, what it yields (a heartbeat) written as far as the socket
+    /// takes it at once. Anything but a written heartbeat, or a wait, gives the
+    /// stream back to its own thread, which then goes on as usual.
+    pub fn beat(&mut self, shared: &Shared) -> Beat {
+        if self.conn.peer_gone() {
+            self.dropped = true;
+            return Beat::Back;
+        }
+        let Some(slot) = &self.slot else {
+            return Beat::Back;
+        };
+        let listener = slot.listen();
+        self.framing.begin(&mut self.buf);
+        let next = self
+            .sub
+            .poll_transmit(slot.lock().log(), clock::now(), &mut self.buf);
+        match next {
+            Next::Wrote => {
+                let frame = self.framing.finish(&mut self.buf);
+                match self.conn.try_write(frame) {
+                    Ok(n) => {
+                        self.pending.extend_from_slice(&frame[n..]);
+                        shared.record_sent(self.sub.events_sent() - self.counted, n as u64);
+                        self.counted = self.sub.events_sent();
+                    }
+                    Err(_) => {
+                        self.dropped = true;
+                        return Beat::Back;
+                    }
+                }
+                match self.sub.wait_after_write() {
+                    Some(t) if self.pending.is_empty() => Beat::Again(listener, Some(t)),
+                    _ => Beat::Back,
+                }
+            }
+            Next::Wait(deadline) => Beat::Again(listener, deadline),
+            Next::ReadArchive { .. } | Next::ReadStream { .. } | Next::End => Beat::Back,
         }
     }
 
     /// Serves the subscriber's bytes until the end of the log (then the framing's
     /// end) or until the client goes away; `None` then. With `hand_off`, returns
     /// the stream instead when it first has to wait (caught up, nothing written
-    /// since), for its caller to serve the rest elsewhere.
+    /// since), for its caller to serve the rest elsewhere. Without, a stream that
+    /// has written a heartbeat is held by `idler` (if given) until its job changes.
     pub fn serve(
-        mut self,
+        mut self: Box<Self>,
         shared: &Shared,
         cluster: Option<&Cluster>,
+        idler: Option<&Idler>,
         hand_off: bool,
-    ) -> Option<EventStream> {
+    ) -> Option<Box<EventStream>> {
         let framing = self.framing;
         let id = self.id;
         // After a heartbeat: the listener taken before it and the core's next deadline
@@ -136,8 +202,31 @@ impl EventStream {
         while !self.dropped {
             if let Some((listener, deadline)) = idle.take() {
                 shrink(&mut self.buf, &mut self.archive_buf);
-                if !wait(&mut self.conn, listener, Some(deadline)) {
-                    self.dropped = true;
+                let listener = match idler {
+                    Some(idler) => match idler.hold(self, listener, deadline) {
+                        Given::Back(stream) => {
+                            self = stream;
+                            None
+                        }
+                        Given::Refused(stream, listener) => {
+                            self = stream;
+                            Some(listener)
+                        }
+                    },
+                    None => Some(listener),
+                };
+                if let Some(listener) = listener {
+                    if !wait(&mut self.conn, listener, Some(deadline)) {
+                        self.dropped = true;
+                        break;
+                    }
+                }
+                if !self.pending.is_empty() {
+                    self.dropped = self.conn.write_all(&self.pending).is_err();
+                    shared.record_sent(0, self.pending.len() as u64);
+                    self.pending = Vec::new();
+                }
+                if self.dropped {
                     break;
                 }
             }

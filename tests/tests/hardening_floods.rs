@@ -23,28 +23,6 @@ fn ticker() -> serde_json::Value {
     sh("i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo tick $i; sleep 0.1; done")
 }
 
-/// The value of a gauge or counter without labels in `/metrics`.
-fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let text = get(addr, "/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
-/// Polls until `f` holds, up to `bound`; returns whether it did.
-fn eventually(bound: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + bound;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 both_runtimes!(
     fn past_max_subscribers_is_503_with_retry_after(rt: Runtime) {
         let cfg = json!({ "commands": { "ticker": ticker() }, "limits": { "max_subscribers": 3 } });

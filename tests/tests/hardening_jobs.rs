@@ -367,14 +367,6 @@ impl Dechunk {
     }
 }
 
-/// The value of a gauge without labels in `/metrics`.
-fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let text = get(addr, "/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
 #[test]
 fn dechunk_counts_across_chunk_and_read_boundaries() {
     let body = b"retry: 10\n\nid: 1\nevent: start\ndata: {}\n\nid: 2\nevent: exit\ndata: {}\n\n";

@@ -320,7 +320,10 @@ both_runtimes!(
     fn a_quiet_stream_gets_heartbeats_and_still_the_next_event(rt: Runtime) {
         // After a heartbeat a stream waits on what it listened to before writing
         // it, without another look at the job: an append after several heartbeats
-        // must still wake it. The job writes once the test has seen two.
+        // must still wake it. On spout-blocking the idle thread holds the stream
+        // after its first heartbeat and writes the next ones, and the append must
+        // give it back to its own thread. The job writes once the test has seen
+        // three.
         let go =
             std::env::temp_dir().join(format!("spout-heartbeat-go-{}-{rt:?}", std::process::id()));
         let _ = std::fs::remove_file(&go);
@@ -333,7 +336,7 @@ both_runtimes!(
         let (id, _) = start_job(server.addr(), "quiet", &[]);
         let mut events = stream(server.addr(), &format!("/jobs/{id}/events"), &[]);
         let mut beats = 0;
-        while beats < 2 {
+        while beats < 3 {
             match events.next_item(STREAM_BOUND) {
                 Some(Item::Comment(_)) => beats += 1,
                 Some(_) => {}
@@ -346,5 +349,49 @@ both_runtimes!(
         assert!(events.finished(), "{:?}", events.dropped());
         assert_eq!(text_of(&rest, "stdout"), "late\n", "{rest:#?}");
         assert_eq!(exit_data(&rest)["code"], 0);
+    }
+
+    fn quiet_streams_whose_clients_left_are_let_go_and_the_rest_go_on(rt: Runtime) {
+        // Ten streams on a quiet job, held between heartbeats (by the idle thread
+        // on spout-blocking). Five clients leave: each is noticed at a heartbeat
+        // and no longer counted; the other five still get the job's output.
+        let go = std::env::temp_dir().join(format!("spout-leave-go-{}-{rt:?}", std::process::id()));
+        let _ = std::fs::remove_file(&go);
+        let script = format!(
+            "while [ ! -e '{}' ]; do sleep 0.05; done; printf 'late\\n'",
+            go.display()
+        );
+        let cfg = json!({ "commands": { "quiet": sh(&script) }, "sse": { "heartbeat_s": 1 } });
+        let server = Server::start_with_config(rt, &cfg.to_string(), &[]);
+        let (id, _) = start_job(server.addr(), "quiet", &[]);
+        let mut all: Vec<_> = (0..10)
+            .map(|_| stream(server.addr(), &format!("/jobs/{id}/events"), &[]))
+            .collect();
+        for events in &mut all {
+            let mut beats = 0;
+            while beats < 2 {
+                match events.next_item(STREAM_BOUND) {
+                    Some(Item::Comment(_)) => beats += 1,
+                    Some(_) => {}
+                    None => panic!("no heartbeat: {:?}", events.dropped()),
+                }
+            }
+        }
+        assert_eq!(metric(server.addr(), "spout_subscribers"), 10);
+        for mut events in all.drain(5..) {
+            events.close();
+        }
+        assert!(
+            eventually(10 * SECOND, || metric(server.addr(), "spout_subscribers")
+                == 5),
+            "streams whose clients left are still counted"
+        );
+        std::fs::write(&go, b"").unwrap();
+        for events in &mut all {
+            let rest = events.collect_to_end(STREAM_BOUND);
+            assert!(events.finished(), "{:?}", events.dropped());
+            assert_eq!(text_of(&rest, "stdout"), "late\n", "{rest:#?}");
+        }
+        let _ = std::fs::remove_file(&go);
     }
 );

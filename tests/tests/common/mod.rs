@@ -211,3 +211,25 @@ fn redaction_masks_only_the_variable_parts() {
         "{\"pid\":X}"
     );
 }
+
+/// The value of a gauge or counter without labels in `/metrics`.
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let text = spout_tests::get(addr, "/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+/// Polls until `f` holds, up to `bound`; returns whether it did.
+pub fn eventually(bound: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + bound;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
