@@ -464,3 +464,90 @@ fn wait_child(
     let _ = exits.try_send((code, signal));
     ring();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pipe-like pair: the read end as the job's thread holds it, and the writer.
+    fn pipe() -> (File, UnixStream) {
+        let (read, write) = UnixStream::pair().unwrap();
+        (File::from(OwnedFd::from(read)), write)
+    }
+
+    /// Takes inputs until the deadline is handed out (at most `max` of them), as
+    /// (kind, bytes) with output bytes added up per stream.
+    fn until_deadline(
+        reader: &mut Reader,
+        pipes: &mut Pipes,
+        bell: &Doorbell,
+        deadline: Instant,
+    ) -> (Vec<String>, [usize; 2]) {
+        let (mut kinds, mut bytes) = (Vec::new(), [0, 0]);
+        for _ in 0..1000 {
+            match reader.next_input(pipes, bell, Some(deadline)) {
+                Input::Deadline => return (kinds, bytes),
+                Input::Out(stream, n) => {
+                    assert!(reader.bytes(stream, n).iter().all(|&b| b == b'x'));
+                    bytes[idx(stream)] += n;
+                    if kinds.last().is_none_or(|k| k != &format!("out {stream:?}")) {
+                        kinds.push(format!("out {stream:?}"));
+                    }
+                }
+                other => kinds.push(format!("{other:?}")),
+            }
+        }
+        panic!("no deadline after 1000 inputs: {kinds:?}");
+    }
+
+    #[test]
+    fn a_due_deadline_comes_only_after_what_the_pipes_hold() {
+        // The child has exited: its last bytes are in stdout, stderr is at its end,
+        // and the job's thread looks late, its deadline long past.
+        let (bell, _ringer, _exits) = Doorbell::new().unwrap();
+        let (stdout, mut w_out) = pipe();
+        let (stderr, w_err) = pipe();
+        w_out.write_all(&[b'x'; 100_000]).unwrap();
+        drop((w_out, w_err));
+        let mut pipes: Pipes = [Some(stdout), Some(stderr)];
+        let past = clock::now();
+        let (kinds, bytes) = until_deadline(&mut Reader::default(), &mut pipes, &bell, past);
+        assert_eq!(bytes, [100_000, 0], "{kinds:?}");
+        assert!(kinds.contains(&"Eof(Stdout)".into()), "{kinds:?}");
+        assert!(kinds.contains(&"Eof(Stderr)".into()), "{kinds:?}");
+        assert!(pipes.iter().all(Option::is_none), "both ended");
+    }
+
+    #[test]
+    fn the_exit_comes_first_and_a_wake_up_before_the_deadline() {
+        let (bell, ringer, exits) = Doorbell::new().unwrap();
+        let (stdout, mut w_out) = pipe();
+        w_out.write_all(b"xxxx").unwrap();
+        drop(w_out);
+        exits.try_send((Some(0), None)).unwrap();
+        ring(&ringer);
+        ring(&ringer); // rung twice (a stop request too): answered once
+        let mut pipes: Pipes = [Some(stdout), None];
+        let past = clock::now();
+        let (kinds, bytes) = until_deadline(&mut Reader::default(), &mut pipes, &bell, past);
+        assert_eq!(
+            kinds,
+            ["Exit(Some(0), None)", "out Stdout", "Eof(Stdout)", "Wake"]
+        );
+        assert_eq!(bytes, [4, 0]);
+    }
+
+    #[test]
+    fn a_wake_up_ends_a_wait_without_deadline() {
+        let (bell, ringer, _exits) = Doorbell::new().unwrap();
+        let (stdout, _w_out) = pipe(); // open and quiet
+        let mut pipes: Pipes = [Some(stdout), None];
+        ring(&ringer);
+        let mut reader = Reader::default();
+        assert!(matches!(
+            reader.next_input(&mut pipes, &bell, None),
+            Input::Wake
+        ));
+        assert!(pipes[0].is_some(), "a quiet pipe stays open");
+    }
+}
