@@ -9,7 +9,7 @@
 //! | `Starting`        | `handle_stop`                          | `Starting`  | reason kept; SIGTERM as soon as it is spawned |
 //! | `Running`         | `handle_stop`, timeout, output limit, unwatched | `Stopping` | SIGTERM to the group; SIGKILL deadline (grace) |
 //! | `Stopping`        | grace deadline                         | `Stopping`  | SIGKILL to the group |
-//! | `Running`/`Stopping` | `handle_exit`                       | (draining)  | pipes are read while output flows; 1 s of quiet (or 10 s in all) ends the drain |
+//! | `Running`/`Stopping` | `handle_exit`                       | (draining)  | pipes are read while output flows; 1 s with no pipe input (or 10 s in all) ends the drain |
 //! | draining          | both EOF, or drain deadline            | final state | pending text flushed, `exit` event, stop reading (and SIGKILL to the group if a grandchild still holds a pipe) |
 //!
 //! The final state is `Exited` when the process ended by itself, otherwise the
@@ -18,6 +18,13 @@
 //!
 //! The `exit` event comes from the child's status, never from pipe EOF: a grandchild
 //! that inherited the pipes can keep them open long after the child is gone.
+//!
+//! The drain's rule for runtimes: "quiet" is measured in pipe inputs the runtime
+//! hands over (`handle_output`, `handle_eof`), so a runtime hands a due deadline to
+//! [`Job::handle_timeout`] only when it has just found nothing to read in the pipes,
+//! or right after the input it took in that step. A child that has exited has
+//! written everything into its pipes; read that way, all of it is in the log before
+//! the `exit` event, however late a starved runtime gets to look.
 
 use crate::assembler::{Assembler, AssemblerConfig};
 use crate::event::{self, EndReason, ExitData, ExitStatus, StartData, Stream};
@@ -165,9 +172,10 @@ pub struct JobSettings {
     pub stop_when_unwatched: Option<Duration>,
     /// Time between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
-    /// After the child exits, how long its pipes may stay quiet before the job
-    /// ends without their EOF (a grandchild that inherited them may hold them open
-    /// forever). Output that keeps flowing is read, up to [`JobSettings::drain_max`].
+    /// After the child exits, how long its pipes may stay quiet (no output and no
+    /// end of file handed over) before the job ends without their EOF (a grandchild
+    /// that inherited them may hold them open forever). Output that keeps flowing is
+    /// read, up to [`JobSettings::drain_max`].
     pub drain: Duration,
     /// After the child exits, the most time its pipes are read for.
     pub drain_max: Duration,
@@ -648,11 +656,7 @@ impl Job {
         };
         self.taken += take as u64;
         self.log.count_bytes(stream, take as u64);
-        if let (Some(_), Some(cap)) = (self.drain_at, self.drain_cap) {
-            // Still flowing after the exit: keep reading (a starved reader must not
-            // lose the pipe's last bytes), within the cap.
-            self.drain_at = Some((now + self.settings.drain).min(cap));
-        }
+        self.pipe_input(now);
         self.assembler(stream).handle_bytes(&bytes[..take], now);
         self.drain_text(stream, now);
         if take < bytes.len() {
@@ -667,6 +671,7 @@ impl Job {
             return;
         }
         self.eof[idx(stream)] = true;
+        self.pipe_input(now);
         self.assembler(stream).handle_eof();
         self.drain_text(stream, now);
         self.maybe_finish(now);
@@ -738,6 +743,10 @@ impl Job {
     }
 
     /// Time passed: fire every deadline at or before `now`.
+    ///
+    /// The drain's end among them: call this at a due deadline only after finding
+    /// nothing to read in the pipes, or right after handing the pipe input taken in
+    /// the same step (see the module docs).
     pub fn handle_timeout(&mut self, now: Instant) {
         for stream in [Stream::Stdout, Stream::Stderr] {
             self.drain_text(stream, now);
@@ -938,6 +947,17 @@ impl Job {
             self.log.append(Kind::Output, |id, buf| {
                 sse::encode_output_event(id, stream, &text, buf)
             });
+        }
+    }
+
+    /// The runtime handed pipe input (output, or one pipe's end) at `now`: while
+    /// draining after the exit, the pipes are not quiet, so the drain goes on, within
+    /// its cap. An end of file counts too: a runtime that took one pipe's end in a
+    /// late step has not looked at the other pipe yet, and the exited child's last
+    /// bytes may be waiting there.
+    fn pipe_input(&mut self, now: Instant) {
+        if let (Some(_), Some(cap)) = (self.drain_at, self.drain_cap) {
+            self.drain_at = Some((now + self.settings.drain).min(cap));
         }
     }
 

@@ -397,3 +397,46 @@ fn a_grandchild_writing_forever_after_exit_is_cut_at_the_cap() {
     assert!(s.finished, "ended at the cap");
     assert_eq!(s.signals, vec![Signal::Kill], "and its group is killed");
 }
+
+#[test]
+fn a_late_step_after_exit_takes_the_pipes_tail_before_the_drain_ends() {
+    // A starved runtime: the child exited with bytes still in its stdout pipe, and
+    // the runtime's next step comes after the quiet period and takes stderr's end
+    // first. It calls `handle_timeout` after every input, so the drain's deadline is
+    // due in that very step: the end of file must count as pipe input, or the job
+    // ends before the runtime has looked at stdout, and the tail is lost.
+    let settings = JobSettings {
+        drain: ms(1000),
+        drain_max: ms(10_000),
+        ..JobSettings::default()
+    };
+    let mut s = Sim::new(settings, t0());
+    s.spawn();
+    s.out(Stream::Stdout, b"head\n");
+    s.job.handle_exit(
+        spout_core::event::ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+        s.now,
+    );
+    s.drive();
+    s.now += ms(1500);
+    s.job.handle_eof(Stream::Stderr, s.now);
+    s.job.handle_timeout(s.now);
+    s.drive();
+    assert!(!s.finished, "ended with stdout unread");
+    // The next step: stdout's tail, then its end.
+    s.out(Stream::Stdout, b"tail\n");
+    s.job.handle_timeout(s.now);
+    s.drive();
+    assert!(!s.finished);
+    s.job.handle_eof(Stream::Stdout, s.now);
+    s.drive();
+    assert!(s.finished);
+    assert!(s.signals.is_empty(), "both pipes ended: no group to kill");
+    let exit = exit_data(&s);
+    assert_eq!(exit["stdout_bytes"], 10, "{exit}");
+    assert_eq!(exit["code"], 0);
+    assert_eq!(s.job.state(), State::Exited);
+}

@@ -1,7 +1,8 @@
-//! Runaway jobs: binary output at full speed to hundreds of subscribers; a job that
-//! closes stdout and keeps running; one that ignores SIGTERM (SIGKILL after the
-//! grace); a tree of nested shells (the whole group dies on stop); an output limit
-//! that falls in the middle of a multi-byte character.
+//! Runaway jobs: binary output at full speed to hundreds of subscribers; jobs that
+//! write a lot and exit at once, none of it lost; a job that closes stdout and keeps
+//! running; one that ignores SIGTERM (SIGKILL after the grace); a tree of nested
+//! shells (the whole group dies on stop); an output limit that falls in the middle
+//! of a multi-byte character.
 //!
 //! Sizes: `SPOUT_FLOOD_BYTES` (default 1,000,000) bytes of `/dev/urandom` to
 //! `SPOUT_FLOOD_SUBSCRIBERS` (default 500) subscribers; the soak runs 50 MB.
@@ -46,6 +47,39 @@ both_runtimes!(
     #[ignore = "full-size soak (50 MB to 500 subscribers): tests/soak/run.sh"]
     fn soak_binary_flood_50mb(rt: Runtime) {
         binary_flood(rt, 50_000_000, 500, Duration::from_secs(1200));
+    }
+
+    fn jobs_that_write_a_lot_and_exit_at_once_lose_nothing(rt: Runtime) {
+        // Each child fills both pipes (more than a pipe holds, so it waits on them
+        // until its last write) and exits at once: its tail is in the pipes when
+        // its exit is known. Sixteen at a time, three rounds, to load the server;
+        // every byte must be counted in `exit` and kept in the raw log.
+        let (out, err) = (300_000, 70_000);
+        let cfg = config(json!({
+            "burst": sh(&format!(
+                "head -c {out} /dev/urandom & head -c {err} /dev/urandom >&2; wait"
+            ))
+        }));
+        let server = Server::start_with_config(rt, &cfg, &[]);
+        let addr = server.addr();
+        for round in 0..3 {
+            let ids: Vec<String> = (0..16).map(|_| start_job(addr, "burst", &[]).0).collect();
+            for id in &ids {
+                let events = whole_stream(addr, id);
+                assert_whole(&events);
+                let exit = exit_data(&events);
+                assert_eq!(exit["code"], 0, "round {round}, job {id}: {exit}");
+                assert_eq!(exit["stdout_bytes"], out, "round {round}, job {id}: {exit}");
+                assert_eq!(exit["stderr_bytes"], err, "round {round}, job {id}: {exit}");
+                let log = get(addr, &format!("/jobs/{id}/log"));
+                assert_eq!(log.status, 200);
+                assert_eq!(
+                    log.body.len(),
+                    out + err,
+                    "round {round}, job {id}: raw log"
+                );
+            }
+        }
     }
 
     fn a_job_that_closes_stdout_keeps_running(rt: Runtime) {
