@@ -60,15 +60,18 @@ fn wait(
     true
 }
 
-/// Lets the client that a write just woke run before this thread reads on. A
-/// resuming stream never blocks until the socket is full (hundreds of KiB later),
-/// and a task the kernel woke does not preempt a running one before that one's
-/// slice is used up (EEVDF's run-to-parity: 1.5 ms on this 2-CPU machine), so
-/// where the stream and its client share a CPU, the client saw its first event
-/// only after 0.3-2.5 ms of reads it may not want (a resuming client that takes
-/// the first events and leaves); the threads of earlier such streams ran on,
-/// starving the next request's head too. With nothing else to run, this is one
-/// system call per archive read (≤ 256 KiB).
+/// Lets the client that a write just woke run before this thread reads on, once
+/// per stream, after its first archive read is written. A resuming stream does
+/// not block until the socket is full (hundreds of KiB later), and a task the
+/// kernel wakes does not preempt a running one before that one's slice is used
+/// up (EEVDF's run-to-parity: 1.5 ms on this 2-CPU machine), so where the stream
+/// and its client shared a CPU, the client saw its first event only after
+/// 0.3-2.5 ms of reads it may not want (a resuming client that takes the first
+/// events and leaves), and the threads of earlier such streams, still reading,
+/// held up the next request's head. Only once: after every read it cost
+/// fan-out to lagging subscribers 14-35 % more CPU per GB (many streams, each
+/// yielding to the others), and once the client has its first events it reads
+/// on its own, or has left (the look at the socket before the next read).
 fn give_way() {
     std::thread::yield_now();
 }
@@ -100,6 +103,8 @@ pub struct EventStream {
     counted: u64,
     /// Whether the client went away (or a write failed).
     dropped: bool,
+    /// Whether the stream has yielded after its first archive write ([`give_way`]).
+    gave_way: bool,
 }
 
 impl EventStream {
@@ -127,6 +132,7 @@ impl EventStream {
             archive_buf: Vec::new(),
             counted: 0,
             dropped,
+            gave_way: false,
         }
     }
 
@@ -213,7 +219,10 @@ impl EventStream {
                     sub.handle_archive_at(edges, offset, first, bytes, buf);
                     if !framing.is_empty(buf) {
                         self.dropped = conn.write_all(framing.finish(buf)).is_err();
-                        give_way();
+                        if !self.gave_way {
+                            self.gave_way = true;
+                            give_way();
+                        }
                     }
                 }
                 Next::ReadStream { after, count } => {
