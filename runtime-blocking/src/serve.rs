@@ -501,13 +501,10 @@ fn connection(state: &State, mut conn: Conn, peer: &str) -> Option<Box<EventStre
             }
         }
         let reply = shared.lock().handle(&req, admitted, &body, inputs());
-        let status = reply.status();
-        log(&http::request_log_line(
-            peer,
-            &head.method,
-            &head.target,
-            status,
-        ));
+        let line = http::request_log_line(peer, &head.method, &head.target, reply.status());
+        if !matches!(reply, Reply::Stream { .. }) {
+            log(&line);
+        }
         let response = match reply {
             Reply::Full(r) => r,
             Reply::Spawn {
@@ -541,9 +538,11 @@ fn connection(state: &State, mut conn: Conn, peer: &str) -> Option<Box<EventStre
                 subscriber,
             } => {
                 let framing = StreamFraming::for_version(version);
-                return Some(EventStream::start(
-                    shared, conn, head, framing, job, subscriber,
-                ));
+                let stream = EventStream::start(shared, conn, head, framing, job, subscriber);
+                // After the head: the log's write (and the wake-up of whatever
+                // reads the log) need not come before a resuming client's bytes.
+                log(&line);
+                return Some(stream);
             }
             Reply::JobList { head, subscriber } => {
                 let framing = StreamFraming::for_version(version);
