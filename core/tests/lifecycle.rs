@@ -159,14 +159,7 @@ fn exit_comes_from_status_even_if_a_grandchild_holds_the_pipes() {
     );
     s.spawn();
     s.out(Stream::Stdout, b"partial");
-    s.job.handle_exit(
-        spout_core::event::ExitStatus {
-            code: Some(0),
-            signal: None,
-        },
-        s.now,
-    );
-    s.drive();
+    exit_ok(&mut s);
     assert!(!s.finished, "waits for the pipes a little");
     s.advance(ms(200));
     assert!(s.finished);
@@ -335,10 +328,8 @@ fn archive_failure_stops_the_job_and_keeps_events_visible() {
     );
 }
 
-#[test]
-fn output_still_flowing_after_exit_is_read_to_the_end() {
-    // A starved reader: the child has exited, and the pipe's tail arrives in pieces
-    // further apart than a fixed drain would wait, but closer than the quiet period.
+/// A spawned job with a 1 s drain (quiet period) capped at 10 s.
+fn draining_sim() -> Sim {
     let settings = JobSettings {
         drain: ms(1000),
         drain_max: ms(10_000),
@@ -346,6 +337,11 @@ fn output_still_flowing_after_exit_is_read_to_the_end() {
     };
     let mut s = Sim::new(settings, t0());
     s.spawn();
+    s
+}
+
+/// The child exits with code 0 (its pipes still open), and the job acts on it.
+fn exit_ok(s: &mut Sim) {
     s.job.handle_exit(
         spout_core::event::ExitStatus {
             code: Some(0),
@@ -354,6 +350,14 @@ fn output_still_flowing_after_exit_is_read_to_the_end() {
         s.now,
     );
     s.drive();
+}
+
+#[test]
+fn output_still_flowing_after_exit_is_read_to_the_end() {
+    // A starved reader: the child has exited, and the pipe's tail arrives in pieces
+    // further apart than a fixed drain would wait, but closer than the quiet period.
+    let mut s = draining_sim();
+    exit_ok(&mut s);
     for i in 0..9 {
         s.advance(ms(900));
         s.out(Stream::Stdout, format!("late {i}\n").as_bytes());
@@ -371,21 +375,8 @@ fn output_still_flowing_after_exit_is_read_to_the_end() {
 
 #[test]
 fn a_grandchild_writing_forever_after_exit_is_cut_at_the_cap() {
-    let settings = JobSettings {
-        drain: ms(1000),
-        drain_max: ms(10_000),
-        ..JobSettings::default()
-    };
-    let mut s = Sim::new(settings, t0());
-    s.spawn();
-    s.job.handle_exit(
-        spout_core::event::ExitStatus {
-            code: Some(0),
-            signal: None,
-        },
-        s.now,
-    );
-    s.drive();
+    let mut s = draining_sim();
+    exit_ok(&mut s);
     for i in 0..40 {
         s.advance(ms(500));
         if s.finished {
@@ -405,22 +396,9 @@ fn a_late_step_after_exit_takes_the_pipes_tail_before_the_drain_ends() {
     // first. It calls `handle_timeout` after every input, so the drain's deadline is
     // due in that very step: the end of file must count as pipe input, or the job
     // ends before the runtime has looked at stdout, and the tail is lost.
-    let settings = JobSettings {
-        drain: ms(1000),
-        drain_max: ms(10_000),
-        ..JobSettings::default()
-    };
-    let mut s = Sim::new(settings, t0());
-    s.spawn();
+    let mut s = draining_sim();
     s.out(Stream::Stdout, b"head\n");
-    s.job.handle_exit(
-        spout_core::event::ExitStatus {
-            code: Some(0),
-            signal: None,
-        },
-        s.now,
-    );
-    s.drive();
+    exit_ok(&mut s);
     s.now += ms(1500);
     s.job.handle_eof(Stream::Stderr, s.now);
     s.job.handle_timeout(s.now);

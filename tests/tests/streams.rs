@@ -316,6 +316,22 @@ both_runtimes!(
     }
 );
 
+/// A server with a 1 s heartbeat running one quiet job, which prints `late` and
+/// ends once the returned file exists: its id and that file (`tag` keeps the
+/// tests' files apart).
+fn quiet_job(rt: Runtime, tag: &str) -> (Server, String, std::path::PathBuf) {
+    let go = std::env::temp_dir().join(format!("spout-{tag}-go-{}-{rt:?}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.05; done; printf 'late\\n'",
+        go.display()
+    );
+    let cfg = json!({ "commands": { "quiet": sh(&script) }, "sse": { "heartbeat_s": 1 } });
+    let server = Server::start_with_config(rt, &cfg.to_string(), &[]);
+    let (id, _) = start_job(server.addr(), "quiet", &[]);
+    (server, id, go)
+}
+
 both_runtimes!(
     fn a_quiet_stream_gets_heartbeats_and_still_the_next_event(rt: Runtime) {
         // After a heartbeat a stream waits on what it listened to before writing
@@ -324,16 +340,7 @@ both_runtimes!(
         // after its first heartbeat and writes the next ones, and the append must
         // give it back to its own thread. The job writes once the test has seen
         // three.
-        let go =
-            std::env::temp_dir().join(format!("spout-heartbeat-go-{}-{rt:?}", std::process::id()));
-        let _ = std::fs::remove_file(&go);
-        let script = format!(
-            "while [ ! -e '{}' ]; do sleep 0.05; done; printf 'late\\n'",
-            go.display()
-        );
-        let cfg = json!({ "commands": { "quiet": sh(&script) }, "sse": { "heartbeat_s": 1 } });
-        let server = Server::start_with_config(rt, &cfg.to_string(), &[]);
-        let (id, _) = start_job(server.addr(), "quiet", &[]);
+        let (server, id, go) = quiet_job(rt, "heartbeat");
         let mut events = stream(server.addr(), &format!("/jobs/{id}/events"), &[]);
         let mut beats = 0;
         while beats < 3 {
@@ -355,15 +362,7 @@ both_runtimes!(
         // Ten streams on a quiet job, held between heartbeats (by the idle thread
         // on spout-blocking). Five clients leave: each is noticed at a heartbeat
         // and no longer counted; the other five still get the job's output.
-        let go = std::env::temp_dir().join(format!("spout-leave-go-{}-{rt:?}", std::process::id()));
-        let _ = std::fs::remove_file(&go);
-        let script = format!(
-            "while [ ! -e '{}' ]; do sleep 0.05; done; printf 'late\\n'",
-            go.display()
-        );
-        let cfg = json!({ "commands": { "quiet": sh(&script) }, "sse": { "heartbeat_s": 1 } });
-        let server = Server::start_with_config(rt, &cfg.to_string(), &[]);
-        let (id, _) = start_job(server.addr(), "quiet", &[]);
+        let (server, id, go) = quiet_job(rt, "leave");
         let mut all: Vec<_> = (0..10)
             .map(|_| stream(server.addr(), &format!("/jobs/{id}/events"), &[]))
             .collect();
