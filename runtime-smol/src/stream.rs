@@ -221,6 +221,18 @@ async fn read_stream(
     smol::unblock(move || cluster.read_range(id, after, count)).await
 }
 
+/// Lets the client that a write just woke run before this executor thread reads
+/// on, once per stream, after its first archive read is written: the same
+/// reasoning as spout-blocking's `give_way` (runtime-blocking/src/stream.rs). A
+/// task the kernel wakes does not preempt a running one before that one's slice
+/// is used up, so where a resuming stream and its client share a CPU, the client
+/// would see its first event only after the stream's next reads and writes (up to
+/// a full socket). Once per stream: a `sched_yield` costs about a microsecond, and
+/// the executor's other tasks lose nothing (this thread is runnable again at once).
+fn give_way() {
+    std::thread::yield_now();
+}
+
 /// A stream that has caught up lets go of buffers grown by archive reads: a
 /// waiting subscriber costs nothing but its socket.
 fn shrink(frames: &mut Frames, archive_buf: &mut Vec<u8>) {
@@ -256,6 +268,7 @@ pub async fn events(
     // (`Subscriber::wait_after_write`), waited for without another look at the
     // job. Anything appended since that look wakes the listener.
     let mut idle = None;
+    let mut gave_way = false;
     while !dropped {
         if let Some((listener, deadline)) = idle.take() {
             shrink(&mut frames, &mut archive_buf);
@@ -337,6 +350,10 @@ pub async fn events(
             dropped = !send_frames(&mut w, &frames, read).await;
             if !dropped {
                 shared.record_sent(0, frames.framed_len() as u64);
+            }
+            if !read.is_empty() && !gave_way {
+                gave_way = true;
+                give_way();
             }
         }
         frames.clear(2 * spout_core::subscriber::TRANSMIT_BUDGET);
