@@ -156,6 +156,12 @@ impl Reply {
     }
 }
 
+/// How long a `/log?follow=1` response of a quiet job waits (for [`LogNext::Wait`])
+/// before it looks again: at its client, where a runtime cannot wait on the job
+/// and the socket at once (spout-blocking), so a client that left a quiet follow
+/// is let go within this time. Any output, or the job's end, wakes it sooner.
+pub const FOLLOW_CHECK: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What a raw-log response does next ([`raw_log_next`]).
 #[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,7 +171,7 @@ pub enum LogNext {
         /// End offset (exclusive).
         upto: u64,
     },
-    /// Wait for the job to write more.
+    /// Wait for the job to write more (at most [`FOLLOW_CHECK`]).
     Wait,
     /// End the response.
     End,

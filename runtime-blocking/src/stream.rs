@@ -8,7 +8,8 @@
 //! also wait on its socket, so a client that went away is noticed by a look at the
 //! socket (a non-blocking `recv`: EOF or reset) before each wait and each archive
 //! read, or by a failed write: at the latest when the next heartbeat is due
-//! (`sse.heartbeat_s`), or for `/log?follow=1` of a quiet job within 15 s.
+//! (`sse.heartbeat_s`), or for `/log?follow=1` of a quiet job within the core's
+//! `FOLLOW_CHECK` (15 s).
 //!
 //! A stream finds its job's slot once and then locks only that job, for one core
 //! call at a time; the registry is locked again only to unsubscribe.
@@ -25,7 +26,7 @@ use event_listener::{EventListener, Listener as _};
 use spout_core::feed::ListSubscriber;
 use spout_core::gzip::BodyEncoder;
 use spout_core::http::{ResponseHead, StreamFraming};
-use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
+use spout_core::registry::{raw_log_len, raw_log_next, LogNext, FOLLOW_CHECK};
 use spout_core::subscriber::{self, LogEdges, Next, Subscriber};
 use spout_core::JobId;
 use spout_sys::archive::EventsReader;
@@ -34,9 +35,6 @@ use spout_sys::driver::{log, JobSlot, Shared};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long a `/log?follow=1` of a quiet job waits before looking at its client.
-const FOLLOW_CHECK: Duration = Duration::from_secs(15);
 
 /// Sends `data` as one piece of the body (one HTTP chunk, for HTTP/1.1). Returns
 /// whether it worked.

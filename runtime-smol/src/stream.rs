@@ -17,7 +17,7 @@ use spout_core::feed::ListSubscriber;
 use spout_core::frames::Frames;
 use spout_core::gzip::BodyEncoder;
 use spout_core::http::{self, ResponseHead, StreamFraming};
-use spout_core::registry::{raw_log_len, raw_log_next, LogNext};
+use spout_core::registry::{raw_log_len, raw_log_next, LogNext, FOLLOW_CHECK};
 use spout_core::subscriber::{self, LogEdges, Next, Subscriber};
 use spout_core::JobId;
 use spout_sys::archive::EventsReader;
@@ -498,7 +498,7 @@ pub async fn raw_log(
             }
             LogNext::Wait => {
                 if !waiting
-                    .wait(listener, Some(clock::now() + Duration::from_secs(15)))
+                    .wait(listener, Some(clock::now() + FOLLOW_CHECK))
                     .await
                 {
                     return;
