@@ -271,6 +271,20 @@ fn acceptor(state: &Arc<State>, acceptors: &Arc<Acceptors>) {
     }
 }
 
+/// Turns Nagle's algorithm off on an accepted connection. Every write is already
+/// a whole piece (a response, or an event stream's batch), so there is nothing to
+/// coalesce; with Nagle on, a stream's write made while its previous small segment
+/// was unacknowledged waited for that ACK, which a client in delayed-ACK mode sends
+/// only after its 40 ms timer: the 40-50 ms latency maxima of issue 13 (cluster
+/// scenario, 7b: p99 26-38 ms on the server that follows the job through Redis,
+/// whose streams write after each `XREAD` batch). Failing to set it only costs that
+/// latency, so the connection is served either way.
+fn no_delay(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        log(&format!("cannot set TCP_NODELAY on a connection: {e}"));
+    }
+}
+
 /// Takes a slot, then waits for a connection and accepts it; `None` once the
 /// server is stopping.
 fn accept_one(state: &Arc<State>, listen: &Listen) -> Option<(Permit, TcpStream, SocketAddr)> {
@@ -287,7 +301,10 @@ fn accept_one(state: &Arc<State>, listen: &Listen) -> Option<(Permit, TcpStream,
             }
         }
         match listen.listener.accept() {
-            Ok((stream, peer)) => return Some((permit, stream, peer)),
+            Ok((stream, peer)) => {
+                no_delay(&stream);
+                return Some((permit, stream, peer));
+            }
             Err(e)
                 if matches!(
                     e.kind(),

@@ -76,6 +76,12 @@ fn serve(started: Started) -> anyhow::Result<()> {
             };
             match future::or(accept, signal).await {
                 Some(Ok((stream, _))) => {
+                    // Nagle off: every write is a whole piece, and with it on a write
+                    // behind an unacknowledged small segment waited for the client's
+                    // delayed ACK (40 ms); see `no_delay` in spout-blocking's serve.rs.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        log(&format!("cannot set TCP_NODELAY on a connection: {e}"));
+                    }
                     smol::spawn(connection(shared.clone(), cluster.clone(), stream)).detach();
                 }
                 Some(Err(e)) => {
