@@ -19,6 +19,7 @@
 //! coalescing are the core's.
 
 use crate::clock;
+use crate::serve::take;
 use crate::stream::{Beat, EventStream};
 use event_listener::EventListener;
 use spout_core::subscriber::coalesce;
@@ -90,11 +91,6 @@ impl Wake for Ready {
             t.unpark();
         }
     }
-}
-
-/// Takes what `cell` holds (a poisoned lock still holds it).
-fn take<T>(cell: &Mutex<Option<T>>) -> Option<T> {
-    cell.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 impl Held {

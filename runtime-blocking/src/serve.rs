@@ -407,7 +407,7 @@ fn serve_stream(permit: Permit, stream: Box<EventStream>) {
 }
 
 /// Takes what `cell` holds (a poisoned lock still holds it).
-fn take<T>(cell: &Mutex<Option<T>>) -> Option<T> {
+pub(crate) fn take<T>(cell: &Mutex<Option<T>>) -> Option<T> {
     cell.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
