@@ -707,7 +707,7 @@ impl Cluster {
         let mut lease = OwnerLease::new(self.ttl, leased_at);
         let mut record_dirty = false;
         while !self.stopping() {
-            let listener = slot.listen();
+            let listener = slot.listen_first();
             let now = Instant::now();
             let (last, exit_id, counts) = {
                 let job = slot.lock();

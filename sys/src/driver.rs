@@ -51,6 +51,8 @@ pub type SharedRegistry = Registry<JobSlot>;
 pub struct JobSlot {
     job: Mutex<Job>,
     waker: Event,
+    /// Woken before `waker`: the job's Redis pusher ([`JobSlot::listen_first`]).
+    first: Event,
 }
 
 impl JobSlot {
@@ -69,8 +71,19 @@ impl JobSlot {
         self.waker.listen()
     }
 
-    /// Wakes everything waiting on the job.
+    /// A listener woken before every [`JobSlot::listen`] one, for the one task
+    /// whose wake-up others wait on: the cluster pusher, whose push is the start
+    /// of every other server's delivery. Woken last (after up to thousands of
+    /// subscribers, each taking the job's lock in turn), it added their time to
+    /// the Redis hop.
+    #[must_use]
+    pub fn listen_first(&self) -> EventListener {
+        self.first.listen()
+    }
+
+    /// Wakes everything waiting on the job ([`JobSlot::listen_first`] first).
     pub fn notify(&self) {
+        self.first.notify(usize::MAX);
         self.waker.notify(usize::MAX);
     }
 }
@@ -80,6 +93,7 @@ impl JobCell for JobSlot {
         JobSlot {
             job: Mutex::new(job),
             waker: Event::new(),
+            first: Event::new(),
         }
     }
 
