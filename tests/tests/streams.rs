@@ -332,6 +332,19 @@ fn quiet_job(rt: Runtime, tag: &str) -> (Server, String, std::path::PathBuf) {
     (server, id, go)
 }
 
+/// Reads `events` until it has seen `n` heartbeats (comments); panics if the
+/// stream ends first.
+fn read_heartbeats(events: &mut spout_tests::EventStream, n: usize) {
+    let mut beats = 0;
+    while beats < n {
+        match events.next_item(STREAM_BOUND) {
+            Some(Item::Comment(_)) => beats += 1,
+            Some(_) => {}
+            None => panic!("no heartbeat: {:?}", events.dropped()),
+        }
+    }
+}
+
 both_runtimes!(
     fn a_quiet_stream_gets_heartbeats_and_still_the_next_event(rt: Runtime) {
         // After a heartbeat a stream waits on what it listened to before writing
@@ -342,14 +355,7 @@ both_runtimes!(
         // three.
         let (server, id, go) = quiet_job(rt, "heartbeat");
         let mut events = stream(server.addr(), &format!("/jobs/{id}/events"), &[]);
-        let mut beats = 0;
-        while beats < 3 {
-            match events.next_item(STREAM_BOUND) {
-                Some(Item::Comment(_)) => beats += 1,
-                Some(_) => {}
-                None => panic!("no heartbeat: {:?}", events.dropped()),
-            }
-        }
+        read_heartbeats(&mut events, 3);
         std::fs::write(&go, b"").unwrap();
         let rest = events.collect_to_end(STREAM_BOUND);
         let _ = std::fs::remove_file(&go);
@@ -367,14 +373,7 @@ both_runtimes!(
             .map(|_| stream(server.addr(), &format!("/jobs/{id}/events"), &[]))
             .collect();
         for events in &mut all {
-            let mut beats = 0;
-            while beats < 2 {
-                match events.next_item(STREAM_BOUND) {
-                    Some(Item::Comment(_)) => beats += 1,
-                    Some(_) => {}
-                    None => panic!("no heartbeat: {:?}", events.dropped()),
-                }
-            }
+            read_heartbeats(events, 2);
         }
         assert_eq!(metric(server.addr(), "spout_subscribers"), 10);
         for mut events in all.drain(5..) {
